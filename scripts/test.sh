@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Install (if needed) and run the test suite: unit, flow smoke and notebook tiers.
+# Reproduction runs are marked `slow` and excluded; run them with: scripts/test.sh -m slow
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+# Real-data tests read ../shared/data when it is there (see README, "Datasets").
+if [ -z "${RECSYS_DATA_HOME:-}" ] && [ -d ../shared/data ]; then
+  export RECSYS_DATA_HOME="$(cd ../shared/data && pwd)"
+fi
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,37 @@
+"""recsys-pipelines: the `recsys` package (data, protocols, metrics, models) and its Metaflow flows.
+
+torch is declared loosely on purpose: install the build you want first (the README shows the
+CPU wheel and the CUDA one); a bare `pip install -e .` into an env without torch would otherwise
+pull the multi-GB CUDA build.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="recsys-pipelines",
+    version="0.1.0",
+    description="Reproducible recommender research pipelines: MultVAE, EASE, LOCA, LFT/EnLFT, "
+    "TALL, POSIT, MELO, BaM on one data layer, one protocol library and Metaflow flows.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["recsys", "recsys.*"]),
+    package_data={"recsys.data": ["embedded/*.gz", "embedded/*.md"]},
+    include_package_data=True,
+    install_requires=[
+        "metaflow>=2.13",  # Config (params YAML driving decorators) needs 2.13
+        "torch>=2.1",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "pandas>=2.0",
+        "recsys-metrics>=0.0.4",
+        "papermill>=2.5",
+        "ipykernel>=6",
+        "pyyaml>=6",
+        "matplotlib>=3.7",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "nbformat>=5"],
+    },
+    license="Apache-2.0",
+)

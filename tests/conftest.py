@@ -1,0 +1,62 @@
+"""Test-wide environment: an offline, isolated Metaflow with a valid user name."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Metaflow rejects 'root' and an unset user; the Runner builds its Client objects in this
+# process, so the variable must be set here, not only in the child's env.
+if os.environ.get("USERNAME", "root") == "root" and not os.environ.get("METAFLOW_USER"):
+    os.environ["METAFLOW_USER"] = "ci"
+    os.environ["USERNAME"] = "ci"
+os.environ.setdefault("RECSYS_OFFLINE", "1")  # tests never download
+
+# Metaflow's Runner loads its vendored typing_extensions, which breaks a *later* first import of
+# torch.distributed.tensor (pulled in lazily by torch.testing.assert_close) in the same process
+# once torch is loaded ("Type parameter ~_T1 without a default follows type parameter with a
+# default"). Importing it up front sidesteps the clash.
+import torch.distributed.tensor  # noqa: E402,F401
+
+
+def data_home() -> Path | None:
+    """$RECSYS_DATA_HOME (../shared/data in CI) or None."""
+    value = os.environ.get("RECSYS_DATA_HOME")
+    return Path(value) if value and Path(value).is_dir() else None
+
+
+requires_data = pytest.mark.skipif(
+    data_home() is None, reason="RECSYS_DATA_HOME is not set (CI sets it to ../shared/data)")
+
+
+@pytest.fixture
+def metaflow_env(tmp_path, monkeypatch):
+    """A private Metaflow datastore / metadata root and output folder for one test."""
+    # The datastore root is the test's working directory too: metaflow 2.19 writes cards under
+    # the cwd's .metaflow but reads them under the datastore root, so the two must agree.
+    root = tmp_path
+    (root / ".metaflow").mkdir()
+    env = {
+        "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(root),
+        "METAFLOW_DEFAULT_DATASTORE": "local",
+        "METAFLOW_DEFAULT_METADATA": "local",
+        "METAFLOW_HOME": str(tmp_path / "mfhome"),
+        "RECSYS_OUTPUT_DIR": str(tmp_path / "outputs"),
+        "USERNAME": os.environ["USERNAME"],
+        "METAFLOW_USER": os.environ.get("METAFLOW_USER", os.environ["USERNAME"]),
+        "PYTHONPATH": os.pathsep.join([str(REPO)] + [p for p in sys.path if p]),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    import metaflow
+
+    monkeypatch.chdir(tmp_path)
+    # metaflow read its config at import, before this fixture: point the Client at this root.
+    metaflow.metadata(f"local@{root}")
+    metaflow.namespace(None)
+    return env
