@@ -6,7 +6,6 @@ skip when $RECSYS_DATA_HOME is unset.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from recsys.protocols import (
     strong_generalization,
     user_split,
 )
+from tests.conftest import data_home, requires_data
 
 
 def synthetic(n_users: int = 150, n_items: int = 80, seed: int = 0, str_ids: bool = False) -> pd.DataFrame:
@@ -378,8 +378,8 @@ def test_filters_that_empty_the_data_name_themselves(df):
 
 # ----------------------------------------------------------------- real data
 
-DATA_HOME = os.environ.get("RECSYS_DATA_HOME")
-needs_data = pytest.mark.skipif(not DATA_HOME, reason="RECSYS_DATA_HOME is not set (CI sets it to ../shared/data)")
+DATA_HOME = data_home()
+needs_data = requires_data
 
 
 @pytest.fixture(scope="module")
