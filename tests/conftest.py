@@ -17,11 +17,26 @@ if os.environ.get("USERNAME", "root") == "root" and not os.environ.get("METAFLOW
     os.environ["USERNAME"] = "ci"
 os.environ.setdefault("RECSYS_OFFLINE", "1")  # tests never download
 
-# Metaflow's Runner loads its vendored typing_extensions, which breaks a *later* first import of
-# torch.distributed.tensor (pulled in lazily by torch.testing.assert_close) in the same process
-# once torch is loaded ("Type parameter ~_T1 without a default follows type parameter with a
-# default"). Importing it up front sidesteps the clash.
-import torch.distributed.tensor  # noqa: E402,F401
+# Metaflow's Runner loads its vendored (older) typing_extensions, which re-patches
+# typing._collect_parameters & co. with versions that do not know the installed
+# typing_extensions' TypeVar defaults; any torch module imported afterwards (torch._dynamo via
+# Adam, torch.distributed.tensor via assert_close) then fails with "Type parameter ~_T1 without
+# a default follows type parameter with a default". Load the vendored copy now and put the
+# installed patches back, so the Runner tests and model tests can share one process.
+def _isolate_metaflow_typing_extensions() -> None:
+    import typing
+
+    import typing_extensions  # noqa: F401  (the installed one patches typing first)
+
+    names = ("_collect_parameters", "_collect_type_vars", "_check_generic")
+    saved = {n: getattr(typing, n) for n in names if hasattr(typing, n)}
+    import metaflow._vendor.typing_extensions  # noqa: F401
+
+    for n, fn in saved.items():
+        setattr(typing, n, fn)
+
+
+_isolate_metaflow_typing_extensions()
 
 
 def data_home() -> Path | None:

@@ -1,0 +1,42 @@
+"""Most-popular baseline: every user gets the items ranked by their number of training users."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import Tensor
+
+from recsys.errors import DataError
+from recsys.models.base import Model, ModelConfig
+from recsys.training.batches import as_csr
+
+
+@dataclass(frozen=True)
+class MostPopularConfig(ModelConfig):
+    """No hyper-parameters beyond seed / device."""
+
+
+class MostPopular(Model):
+    """Score of item i = number of training rows with a non-zero in column i; learned state ``counts_``."""
+
+    name = "mostpop"
+    Config = MostPopularConfig
+
+    def fit(self, train: sp.csr_matrix, valid: tuple[sp.csr_matrix, sp.csr_matrix] | None = None) -> "MostPopular":
+        """Count item occurrences in `train`; `valid` is accepted for the common signature and unused."""
+        train = as_csr(train, "train")
+        counts = np.bincount(train.indices[train.data != 0], minlength=train.shape[1])
+        self.counts_ = torch.from_numpy(counts.astype(np.float32)).to(self.device)
+        return self
+
+    @torch.no_grad()
+    def score(self, rows: sp.csr_matrix) -> Tensor:
+        self._check_fitted()
+        rows = as_csr(rows, "rows")
+        if rows.shape[1] != self.counts_.shape[0]:
+            raise DataError(f"rows have {rows.shape[1]} items, the model was fitted on {self.counts_.shape[0]}")
+        # a real copy, not an expanded view: callers mask seen items in place
+        return self.counts_.repeat(rows.shape[0], 1)

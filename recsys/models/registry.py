@@ -1,0 +1,34 @@
+"""Model names -> classes: ``get_model(name)``, ``build(name, **config)``."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from recsys.errors import ConfigError
+from recsys.models.autoencoders import MultDAE, MultVAE
+from recsys.models.base import Model
+from recsys.models.baselines import EASE, MostPopular
+from recsys.models.sequential import BERT4Rec
+
+MODELS: dict[str, type[Model]] = {
+    "multvae": MultVAE,
+    "multdae": MultDAE,
+    "ease": EASE,
+    "mostpop": MostPopular,
+    "bert4rec": BERT4Rec,
+}
+
+
+def get_model(name: str) -> type[Model]:
+    """The model class registered as `name`; ConfigError (with the closest name) otherwise."""
+    if name in MODELS:
+        return MODELS[name]
+    close = difflib.get_close_matches(str(name).lower(), MODELS, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"unknown model {name!r}.{hint} Valid names: {', '.join(sorted(MODELS))}")
+
+
+def build(name: str, **config: Any) -> Model:
+    """An unfitted model `name` with `config` overriding its defaults (unknown keys -> ConfigError)."""
+    return get_model(name)(**config)

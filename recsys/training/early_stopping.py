@@ -1,0 +1,73 @@
+"""Best-state tracking with patience.
+
+The best state is a *copy*: keeping ``model.state_dict()`` itself would alias the live
+parameters, so the "best" weights would silently follow training (POSIT's upstream bug).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from recsys.errors import ConfigError
+
+
+def snapshot(state: Any) -> Any:
+    """Deep copy of a state (module, state_dict, nested dict/list of tensors), detached from autograd."""
+    if isinstance(state, nn.Module):
+        state = state.state_dict()
+    if isinstance(state, torch.Tensor):
+        return state.detach().clone()
+    if isinstance(state, Mapping):
+        return {k: snapshot(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(snapshot(v) for v in state)
+    return copy.deepcopy(state)
+
+
+class EarlyStopping:
+    """Keep the best value, its epoch and a deep copy of its state; stop after `patience` epochs without gain.
+
+    ``patience=None`` never stops (the best state is still tracked). NaN values never count
+    as an improvement. An improvement must beat the best by more than ``min_delta``.
+    """
+
+    def __init__(self, patience: int | None = None, mode: str = "max", min_delta: float = 0.0) -> None:
+        if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
+            raise ConfigError(f"patience must be None or an integer >= 1, got {patience!r}")
+        if mode not in ("max", "min"):
+            raise ConfigError(f"mode must be 'max' or 'min', got {mode!r}")
+        if not min_delta >= 0:
+            raise ConfigError(f"min_delta must be >= 0, got {min_delta!r}")
+        self.patience, self.mode, self.min_delta = patience, mode, float(min_delta)
+        self.best_value: float | None = None
+        self.best_epoch: int | None = None
+        self.best_state: Any = None
+        self.bad_epochs = 0
+
+    def improved(self, value: float) -> bool:
+        """Whether `value` beats the best so far (by more than min_delta)."""
+        if math.isnan(value):
+            return False
+        if self.best_value is None:
+            return True
+        gain = value - self.best_value if self.mode == "max" else self.best_value - value
+        return gain > self.min_delta
+
+    def update(self, value: float, state: Any, epoch: int) -> bool:
+        """Record one epoch's `value`; snapshot `state` if it is the best. Returns True when it is."""
+        value = float(value)
+        if self.improved(value):
+            self.best_value, self.best_epoch, self.best_state = value, epoch, snapshot(state)
+            self.bad_epochs = 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience is not None and self.bad_epochs >= self.patience
