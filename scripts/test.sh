@@ -8,4 +8,6 @@ bash scripts/install.sh
 if [ -z "${RECSYS_DATA_HOME:-}" ] && [ -d ../shared/data ]; then
   export RECSYS_DATA_HOME="$(cd ../shared/data && pwd)"
 fi
+# OpenMP spin-waiting makes torch several times slower on a busy 2-core machine.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 exec .venv/bin/python -m pytest "$@"

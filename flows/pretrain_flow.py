@@ -1,0 +1,94 @@
+"""Pretraining flow: train the global models every later stage starts from.
+
+    python flows/pretrain_flow.py run --dataset amazon-digital-music
+    python flows/pretrain_flow.py run --dataset ml-1m --protocol strong_generalization --models multvae,ease
+
+Settings: ``params/pretrain_<dataset>.yaml`` (protocol, its parameters, each model's
+hyper-parameters); ``--config cfg FILE`` merges a YAML over it. Files (checkpoints, MultVAE
+user embeddings and score files for LOCA, BERT4Rec item embeddings) go under the run's output
+directory; only their paths, checksums and small metrics travel as artifacts.
+"""
+
+import os
+
+from metaflow import Config, FlowSpec, Parameter, card, current, project, resources, retry, step
+
+
+@project(name="recsys_pipelines")
+class PretrainFlow(FlowSpec):
+    """Split -> one training task per model (foreach) -> comparison table and learning curves."""
+
+    cfg = Config("cfg", default_value={},
+                 help="YAML merged over params/pretrain_<dataset>.yaml (same layout)")
+    dataset = Parameter("dataset", default="amazon-digital-music", help="registered dataset name")
+    protocol = Parameter("protocol", default="",
+                         help="evaluation protocol (default: the params file's default_protocol)")
+    models = Parameter("models", default="",
+                       help="comma list of models (default: all configured for the protocol)")
+    data_dir = Parameter("data-dir", default="", help="folder holding the dataset's files")
+    output_dir = Parameter("output-dir", default="",
+                           help="where files go (default: $RECSYS_OUTPUT_DIR or ./outputs, "
+                                "under pretrain/<dataset>/<protocol>/<run id>)")
+
+    @step
+    def start(self):
+        """Resolve settings, fail fast on bad names, make and save the split."""
+        from recsys.pipeline import pretrain as pt
+        from recsys.pipeline.preprocess import check_request
+
+        settings = pt.load_settings(self.dataset, dict(self.cfg))
+        self.section = pt.protocol_settings(settings, self.protocol or None, self.models or None)
+        check_request(self.dataset, self.section["protocol"])
+        self.run_dir = os.path.abspath(self.output_dir or str(
+            pt.default_run_dir(self.dataset, self.section["protocol"], current.run_id)))
+        prepared = pt.prepare(self.dataset, self.section, data_dir=self.data_dir or None,
+                              output_dir=os.path.join(self.run_dir, "split"))
+        self.split_path, self.split_sha256, self.stats = str(prepared.path), prepared.sha256, prepared.stats
+        self.model_names = list(self.section["models"])
+        self.next(self.train, foreach="model_names")
+
+    @retry(times=1)
+    @resources(gpu=1, memory=16000, cpu=4)
+    @step
+    def train(self):
+        """Fit one model; the code picks CUDA when present, else the CPU."""
+        from recsys.pipeline import pretrain as pt
+
+        self.model_name = self.input
+        self.result = pt.train_and_evaluate(
+            self.split_path, self.model_name, self.section["models"][self.model_name],
+            os.path.join(self.run_dir, self.model_name), artifacts=self.section.get("artifacts"))
+        self.next(self.join)
+
+    @card(type="blank", id="comparison")
+    @step
+    def join(self, inputs):
+        """Gather per-model results into one table and one plot."""
+        from metaflow.cards import Image, Markdown, Table
+
+        from recsys.pipeline import pretrain as pt
+
+        self.results = {i.model_name: i.result for i in inputs}
+        self.merge_artifacts(inputs, exclude=["model_name", "result"])
+        rows = pt.comparison(self.results)
+        columns = list(rows[0])
+        current.card.append(Markdown(
+            f"# {self.dataset} / {self.section['protocol']}\n"
+            f"Recall denominator: `{next(iter(self.results.values()))['recall_denominator']}`; "
+            f"split seed {self.stats['seed']}; {self.stats['n_users']:,} users, {self.stats['n_items']:,} items."))
+        current.card.append(Table([[r[c] for c in columns] for r in rows], headers=columns))
+        png = pt.curves_png(self.results)
+        if png:
+            current.card.append(Image(png))
+        self.next(self.end)
+
+    @step
+    def end(self):
+        """Expose ``results`` (per model: test metrics, validation curve, epochs, seconds, files)."""
+        from recsys.pipeline import pretrain as pt
+
+        print(pt.format_table(pt.comparison(self.results), self.section["protocol"]))
+
+
+if __name__ == "__main__":
+    PretrainFlow()

@@ -1,0 +1,290 @@
+"""Pretraining stage: train the global models of a split, evaluate them under the split's own
+protocol, and write what later stages read (checkpoints, MultVAE user embeddings and score
+files for LOCA, BERT4Rec item embeddings for the meta stage).
+
+Settings come from ``params/pretrain_<dataset>.yaml`` (see :func:`load_settings`); the flow
+and the notebook call :func:`prepare`, :func:`train_and_evaluate` and :func:`comparison`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from recsys.errors import ConfigError
+from recsys.pipeline.preprocess import default_output_root
+
+PARAMS_DIR = Path(__file__).resolve().parents[2] / "params"
+SEQUENTIAL = {"bert4rec"}
+_PROTOCOL_KEYS = {"threshold", "dataset", "params", "models", "artifacts"}
+# Cut-offs and metrics each protocol's papers report.
+REPORT = {
+    "strong_generalization": {"ks": (20, 50, 100), "metrics": ("precision", "recall", "ndcg")},
+    "per_user_holdout": {"ks": (100,), "metrics": ("precision", "recall", "ndcg")},
+    "random_split": {"ks": (1, 5, 10, 20), "metrics": ("precision", "recall", "ndcg")},
+    "leave_k_out_by_time": {"ks": (10, 20, 50, 100), "metrics": ("precision", "recall", "ndcg")},
+    "leave_one_out": {"ks": (10, 20), "metrics": ("hit", "ndcg")},
+}
+
+
+def params_file(dataset: str) -> Path:
+    return PARAMS_DIR / f"pretrain_{dataset}.yaml"
+
+
+def load_settings(dataset: str, override: Mapping[str, Any] | None = None) -> dict:
+    """``params/pretrain_<dataset>.yaml`` (if present) deep-merged with ``override`` (the flow's
+    ``--config cfg FILE``). Layout::
+
+        default_protocol: random_split
+        protocols:
+          random_split:
+            threshold: null          # binarisation threshold (null: every interaction)
+            dataset: {}              # loader options
+            params: {k_core: 10}     # protocol parameters
+            models: {mostpop: {}, ease: {lam: 500}, multvae: {...}}
+            artifacts: {scores: true}   # also write the full score matrix (for LOCA)
+    """
+    import yaml
+
+    base: dict = {}
+    path = params_file(dataset)
+    if path.exists():
+        base = yaml.safe_load(path.read_text()) or {}
+    # A JSON round trip turns Metaflow's immutable ConfigValue (a dict subclass) into plain data.
+    settings = _merge(base, json.loads(json.dumps(override or {})))
+    if not settings.get("protocols"):
+        raise ConfigError(
+            f"no pretraining settings for dataset '{dataset}': write {path} or pass "
+            f"--config cfg FILE with a 'protocols:' section (see params/pretrain_amazon-digital-music.yaml)"
+        )
+    unknown = set(settings) - {"default_protocol", "protocols"}
+    if unknown:
+        raise ConfigError(f"pretrain settings: unknown key(s) {sorted(unknown)}; expected default_protocol, protocols")
+    return settings
+
+
+def protocol_settings(settings: Mapping[str, Any], protocol: str | None, models: str | None) -> dict:
+    """The section of one protocol, with the models narrowed to ``models`` (comma list)."""
+    protocol = protocol or settings.get("default_protocol")
+    sections = settings["protocols"]
+    if protocol not in sections:
+        raise ConfigError(
+            f"no pretraining settings for protocol '{protocol}'; configured: {', '.join(sorted(sections))}"
+        )
+    section = copy.deepcopy(sections[protocol]) or {}
+    bad = set(section) - _PROTOCOL_KEYS
+    if bad:
+        raise ConfigError(f"pretrain settings, protocols.{protocol}: unknown key(s) {sorted(bad)}; "
+                          f"expected some of {sorted(_PROTOCOL_KEYS)}")
+    configured = dict(section.get("models") or {})
+    wanted = [m.strip() for m in models.split(",") if m.strip()] if models else list(configured)
+    from recsys.models.registry import MODELS
+
+    for name in wanted:
+        if name not in MODELS:
+            import difflib
+
+            close = difflib.get_close_matches(name, list(MODELS), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown model '{name}'.{hint} Valid models: {', '.join(sorted(MODELS))}")
+        if name in SEQUENTIAL and protocol != "leave_one_out":
+            raise ConfigError(f"model '{name}' is sequential and needs the leave_one_out protocol, not '{protocol}'")
+    if not wanted:
+        raise ConfigError(f"no models to train for protocol '{protocol}': list them under protocols.{protocol}.models")
+    section["models"] = {name: dict(configured.get(name) or {}) for name in wanted}
+    section["protocol"] = protocol
+    return section
+
+
+def prepare(dataset: str, section: Mapping[str, Any], *, data_dir=None, output_dir=None):
+    """Make (and save) the split this stage trains on; reuses the preprocessing code."""
+    from recsys.pipeline.preprocess import prepare_split
+
+    return prepare_split(dataset, section["protocol"], data_dir=data_dir, threshold=section.get("threshold"),
+                         dataset_options=section.get("dataset") or {}, protocol_params=section.get("params") or {},
+                         output_dir=output_dir)
+
+
+def train_and_evaluate(split_path: str | os.PathLike, model_name: str, config: Mapping[str, Any],
+                       out_dir: str | os.PathLike, *, artifacts: Mapping[str, Any] | None = None,
+                       device: str | None = None) -> dict:
+    """Fit ``model_name`` on the saved split, evaluate on validation and test, write files.
+
+    Returns a JSON-serialisable dict: test and validation metrics, the validation curve, epochs,
+    train seconds, the protocol's metric definitions, and ``files`` (path and sha256 of every
+    file written under ``out_dir``).
+    """
+    from recsys.models.registry import build
+    from recsys.protocols import Split
+
+    split = Split.load(split_path)
+    config = dict(config)
+    if device is not None:
+        config.setdefault("device", device)
+    model = build(model_name, **config)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = REPORT.get(split.protocol, REPORT["random_split"])
+    denominator = "min" if str(split.meta.get("recall_denominator", "n")).startswith("min") else "n"
+    stages = split.meta["evaluation"]
+
+    start = time.perf_counter()
+    if model_name in SEQUENTIAL:
+        model.fit(split)
+    else:
+        valid = _stage_matrices(split, stages["valid"]) if "valid" in stages else None
+        model.fit(split["train"], valid if _wants_valid(model) else None)
+    train_seconds = time.perf_counter() - start
+
+    results: dict[str, Any] = {}
+    for stage in ("valid", "test"):
+        if stage not in stages:
+            continue
+        if model_name in SEQUENTIAL:
+            res = model.evaluate(split, stage, ks=report["ks"], metrics=report["metrics"])
+        else:
+            inputs, target = _stage_matrices(split, stages[stage])
+            res = model.evaluate(inputs, target, recall_denominator=denominator, ks=report["ks"],
+                                 metrics=report["metrics"])
+        results[stage] = res.summary()
+
+    files = {"model": model.save(out / "model.pt")}
+    if model_name in ("multvae", "multdae"):
+        # LOCA's user embedding: encoder mean of each user's training row.
+        files["user_embeddings"] = _save_npy(out / "user_embeddings.npy", model.user_embeddings(split["train"]))
+    if model_name in SEQUENTIAL:
+        files["item_embeddings"] = _save_npy(out / "item_embeddings.npy", model.item_embeddings())
+    elif (artifacts or {}).get("scores"):
+        files["scores"] = _save_scores(out / "scores.npy", model, split["train"])
+
+    history = getattr(model, "history_", []) or []
+    return {
+        "model": model_name,
+        "config": model.config.to_dict(),
+        "protocol": split.protocol,
+        "split_seed": split.seed,
+        "split_params": split.params,
+        "recall_denominator": denominator,
+        "test": results.get("test", {}).get("mean", {}),
+        "valid": results.get("valid", {}).get("mean", {}),
+        "evaluation": results,
+        "curve": [{k: v for k, v in h.items() if isinstance(v, (int, float))} for h in history],
+        "epochs": len(history),
+        "best_epoch": getattr(model, "best_epoch_", None),
+        "train_seconds": round(train_seconds, 3),
+        "device": str(model.device),
+        "files": {k: {"path": str(Path(p).resolve()), "sha256": file_sha256(p)} for k, p in files.items()},
+    }
+
+
+def comparison(results: Mapping[str, Mapping[str, Any]]) -> list[dict]:
+    """One row per model: test metrics, epochs and train seconds (the card's and notebook's table)."""
+    rows = []
+    for name, r in results.items():
+        row = {"model": name}
+        row.update({k: round(v, 4) for k, v in r["test"].items()})
+        row.update(epochs=r["epochs"], best_epoch=r["best_epoch"], train_seconds=r["train_seconds"])
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: list[dict], protocol: str) -> str:
+    """A plain-text table of the headline columns (largest cut-off of each metric)."""
+    k = max(REPORT.get(protocol, REPORT["random_split"])["ks"])
+    wanted = ["model"] + [c for c in rows[0] if c.endswith(f"@{k}") or c.endswith("@20")] + ["epochs", "train_seconds"]
+    cols = list(dict.fromkeys(c for c in wanted if c in rows[0]))
+    lines = ["  ".join(f"{c:>14}" for c in cols)]
+    lines += ["  ".join(f"{r[c]!s:>14}" for c in cols) for r in rows]
+    return "\n".join(lines)
+
+
+def curves_png(results: Mapping[str, Mapping[str, Any]]) -> bytes | None:
+    """Validation curves (the metric each model early-stops on) of the models that have one."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = {}
+    for name, r in results.items():
+        keys = [k for k in (r["curve"][0] if r["curve"] else {}) if k.startswith("ndcg@")]
+        if keys:
+            series[name] = (keys[0], [h[keys[0]] for h in r["curve"]])
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for name, (key, ys) in series.items():
+        ax.plot(range(1, len(ys) + 1), ys, label=f"{name} ({key})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation NDCG")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def default_run_dir(dataset: str, protocol: str, run_id: str) -> Path:
+    return default_output_root() / "pretrain" / dataset / protocol / str(run_id)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _stage_matrices(split, stage: Mapping[str, Any]):
+    """(input rows, target rows) of one evaluation stage; the input is also the ranking mask."""
+    inputs = sum(split[name] for name in stage["input"])
+    return (inputs > 0).astype(np.float32).tocsr(), split[stage["target"]]
+
+
+def _wants_valid(model) -> bool:
+    """Iterative models validate each epoch; closed-form and counting ones take no validation."""
+    return hasattr(model.config, "patience")
+
+
+def _save_npy(path: Path, array: np.ndarray) -> Path:
+    from recsys.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(array, dtype=np.float32))
+    return path
+
+
+def _save_scores(path: Path, model, rows, batch_size: int = 1024) -> Path:
+    """Full float32 score matrix of the training rows, written batch by batch (never whole in RAM)."""
+    from recsys.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=rows.shape)
+        for i in range(0, rows.shape[0], batch_size):
+            out[i:i + batch_size] = model.score(rows[i:i + batch_size]).float().cpu().numpy()
+        out.flush()
+        del out
+    return path
+
+
+def _merge(base: dict, override: Mapping[str, Any]) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out

@@ -1,0 +1,44 @@
+"""Flow smoke test: the pretraining flow end to end through the Runner API, tiny settings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from metaflow import Runner
+
+from tests.conftest import REPO
+
+FLOW = str(REPO / "flows" / "pretrain_flow.py")
+
+
+def test_pretrain_flow_on_tiny_csv(metaflow_env, tmp_path):
+    from recsys.data import make_synthetic
+
+    path = tmp_path / "tiny.csv"
+    make_synthetic(n_users=200, n_items=90, seed=2).df.to_csv(path, index=False)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(json.dumps({"default_protocol": "random_split", "protocols": {"random_split": {
+        "dataset": {"path": str(path)}, "params": {"k_core": 3},
+        "models": {"mostpop": {}, "multvae": {"enc_dims": [32, 8], "epochs": 3, "batch_size": 64,
+                                              "patience": 3, "eval_k": 10}}}}}))
+    with Runner(FLOW, show_output=False, pylint=False, env=metaflow_env, config=[("cfg", str(cfg))],
+                cwd=str(tmp_path)).run(dataset="csv", max_workers=2) as running:
+        run = running.run
+        assert running.status == "successful", "\n".join(t.stderr for s in run for t in s if not t.successful)
+    results = run["end"].task["results"].data
+    assert set(results) == {"mostpop", "multvae"}
+    vae = results["multvae"]
+    assert vae["epochs"] <= 3 and "ndcg@20" in vae["test"] and vae["train_seconds"] > 0
+    assert Path(vae["files"]["model"]["path"]).is_file()
+    assert Path(vae["files"]["user_embeddings"]["path"]).is_file()
+    assert run["end"].task["split_path"].data.startswith(str(tmp_path))
+    assert [s.id for s in run] == ["end", "join", "train", "start"]  # one foreach over models
+
+
+def test_unknown_model_stops_in_start(metaflow_env, tmp_path):
+    with Runner(FLOW, show_output=False, pylint=False, env=metaflow_env,
+                cwd=str(tmp_path)).run(models="multvea") as running:
+        assert running.status == "failed"
+        log = running.run["start"].task.stderr
+    assert "unknown model 'multvea'" in log and "Did you mean 'multvae'" in log

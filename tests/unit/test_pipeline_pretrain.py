@@ -1,0 +1,101 @@
+"""Unit tests of the pretraining stage's glue: settings, model checks, training and artifacts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from recsys.errors import ConfigError
+from recsys.pipeline import pretrain as pt
+from tests.conftest import REPO
+
+TINY = {
+    "default_protocol": "random_split",
+    "protocols": {
+        "random_split": {
+            "threshold": None, "params": {"k_core": 3}, "artifacts": {"scores": True},
+            "models": {"mostpop": {}, "ease": {"lam": 50.0},
+                       "multvae": {"enc_dims": [64, 16], "epochs": 40, "batch_size": 64, "patience": 40, "lr": 0.003,
+                                   "eval_k": 10, "total_anneal_steps": 200, "dropout": 0.5}},
+        },
+        "leave_one_out": {"params": {"k_core": 2},
+                          "models": {"mostpop": {}, "bert4rec": {"max_len": 20, "hidden": 16, "epochs": 2}}},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_split(tmp_path_factory):
+    from recsys.data import make_synthetic
+    from recsys.protocols import random_split
+
+    df = make_synthetic(n_users=300, n_items=120, seed=5).df
+    return random_split(df, k_core=3, seed=0).save(tmp_path_factory.mktemp("split") / "s")
+
+
+def test_shipped_params_files_are_valid():
+    from recsys.data import list_datasets
+    from recsys.protocols import PROTOCOLS
+
+    for path in sorted((REPO / "params").glob("pretrain_*.yaml")):
+        dataset = path.stem[len("pretrain_"):]
+        assert dataset in list_datasets(), path
+        settings = pt.load_settings(dataset)
+        for protocol in settings["protocols"]:
+            assert protocol in PROTOCOLS
+            assert pt.protocol_settings(settings, protocol, None)["models"]
+
+
+def test_override_merges_over_the_dataset_file():
+    s = pt.load_settings("amazon-digital-music",
+                         {"protocols": {"random_split": {"models": {"multvae": {"epochs": 3}}}}})
+    vae = s["protocols"]["random_split"]["models"]["multvae"]
+    assert vae["epochs"] == 3 and vae["enc_dims"] == [600, 200]
+
+
+@pytest.mark.parametrize("protocol, models, needle", [
+    ("random_split", "multvea", "unknown model 'multvea'. Did you mean 'multvae'?"),
+    ("random_split", "bert4rec", "bert4rec' is sequential and needs the leave_one_out protocol"),
+    ("random-split", None, "no pretraining settings for protocol 'random-split'"),
+])
+def test_bad_model_or_protocol_names(protocol, models, needle):
+    with pytest.raises(ConfigError) as err:
+        pt.protocol_settings(TINY, protocol, models)
+    assert needle in str(err.value)
+
+
+def test_missing_settings_say_where_to_put_them():
+    with pytest.raises(ConfigError, match="pretrain_csv.yaml"):
+        pt.load_settings("csv")
+
+
+def test_bad_hyper_parameter_stops_with_its_name(tiny_split, tmp_path):
+    with pytest.raises(ConfigError, match="lr"):
+        pt.train_and_evaluate(tiny_split, "multvae", {"lr": -1.0}, tmp_path / "m")
+    with pytest.raises(ConfigError, match="epoch"):
+        pt.train_and_evaluate(tiny_split, "multvae", {"epoch": 3}, tmp_path / "m")
+
+
+def test_models_learn_and_write_their_artifacts(tiny_split, tmp_path):
+    section = pt.protocol_settings(TINY, "random_split", None)
+    results = {name: pt.train_and_evaluate(tiny_split, name, cfg, tmp_path / name, artifacts=section["artifacts"])
+               for name, cfg in section["models"].items()}
+    pop = results["mostpop"]["test"]["ndcg@20"]
+    for name in ("ease", "multvae"):
+        assert results[name]["test"]["ndcg@20"] > 1.12 * pop, (name, results[name]["test"], pop)
+    vae = results["multvae"]
+    assert vae["recall_denominator"] == "n" and vae["protocol"] == "random_split"
+    assert vae["epochs"] == len(vae["curve"]) and "ndcg@10" in vae["curve"][0]
+    emb = np.load(vae["files"]["user_embeddings"]["path"])
+    scores = np.load(vae["files"]["scores"]["path"])
+    from recsys.protocols import Split
+
+    split = Split.load(tiny_split)
+    assert emb.shape == (split.n_users, 16) and scores.shape == (split.n_users, split.n_items)
+    for f in vae["files"].values():
+        assert f["sha256"] == pt.file_sha256(f["path"])
+    rows = pt.comparison(results)
+    assert [r["model"] for r in rows] == ["mostpop", "ease", "multvae"]
+    assert "ndcg@20" in pt.format_table(rows, "random_split")
+    assert pt.curves_png(results)[:4] == b"\x89PNG"
