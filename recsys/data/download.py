@@ -28,7 +28,7 @@ from typing import BinaryIO, Iterator
 
 from recsys.data.registry import DatasetInfo
 from recsys.errors import DataError
-from recsys.io import atomic_path
+from recsys.io import atomic_path, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +87,6 @@ def cache_dir(name: str) -> Path:
     return (Path(root).expanduser() if root else Path.home() / ".cache" / "recsys") / name
 
 
-def sha256_of(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def fetch(url: str, dest: Path, sha256: str | None, timeout: float = 60.0) -> Path:

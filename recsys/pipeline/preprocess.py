@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import io
 import os
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.errors import ConfigError
+from recsys.io import sha256_dir
 
 _SETTING_KEYS = {"threshold", "dataset", "protocol", "protocols"}
 
@@ -108,7 +108,7 @@ def prepare_split(
     out = Path(output_dir) if output_dir else default_output_root() / "splits" / dataset / protocol
     path = split.save(out)
     stats = split_stats(split, dataset=dataset, threshold=threshold, n_rows_loaded=len(ds.df))
-    return PreparedSplit(split=split, path=Path(path), sha256=dir_sha256(path), stats=stats)
+    return PreparedSplit(split=split, path=Path(path), sha256=sha256_dir(path), stats=stats)
 
 
 def split_stats(split, *, dataset: str, threshold: float | None, n_rows_loaded: int) -> dict:
@@ -190,16 +190,3 @@ def _fmt(v) -> str:
     if isinstance(v, (float, np.floating)):
         return f"{float(v):.6g}"
     return str(v)
-
-
-def dir_sha256(path: str | os.PathLike) -> str:
-    """One digest over a directory's files (names and bytes, sorted), to pin an artifact path."""
-    h = hashlib.sha256()
-    root = Path(path)
-    for f in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(root)).encode())
-        h.update(b"\0")
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()

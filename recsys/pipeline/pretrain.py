@@ -9,7 +9,6 @@ and the notebook call :func:`prepare`, :func:`train_and_evaluate` and :func:`com
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import time
@@ -19,6 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from recsys.errors import ConfigError
+from recsys.io import sha256_file
 from recsys.pipeline.preprocess import default_output_root
 
 PARAMS_DIR = Path(__file__).resolve().parents[2] / "params"
@@ -180,7 +180,7 @@ def train_and_evaluate(split_path: str | os.PathLike, model_name: str, config: M
         "best_epoch": getattr(model, "best_epoch_", None),
         "train_seconds": round(train_seconds, 3),
         "device": str(model.device),
-        "files": {k: {"path": str(Path(p).resolve()), "sha256": file_sha256(p)} for k, p in files.items()},
+        "files": {k: {"path": str(Path(p).resolve()), "sha256": sha256_file(p)} for k, p in files.items()},
     }
 
 
@@ -237,14 +237,6 @@ def curves_png(results: Mapping[str, Mapping[str, Any]]) -> bytes | None:
 
 def default_run_dir(dataset: str, protocol: str, run_id: str) -> Path:
     return default_output_root() / "pretrain" / dataset / protocol / str(run_id)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _stage_matrices(split, stage: Mapping[str, Any]):

@@ -12,7 +12,6 @@ same data and seed give identical files, and atomically (:func:`recsys.io.atomic
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import zipfile
@@ -24,7 +23,7 @@ import scipy.sparse as sp
 
 from recsys.data.preprocess import IdMap
 from recsys.errors import DataError
-from recsys.io import atomic_dir
+from recsys.io import atomic_dir, sha256_file
 
 FORMAT_VERSION = 1
 _META_FILE = "split.json"
@@ -118,7 +117,7 @@ class Split:
             f = path / name
             if not f.is_file():
                 raise DataError(f"{f} is missing from the saved split; re-create the split")
-            if _sha256(f) != digest:
+            if sha256_file(f) != digest:
                 raise DataError(
                     f"checksum mismatch for {f}: the file was modified or corrupted after it was saved; "
                     f"re-create the split"
@@ -163,15 +162,7 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> str:
             info.external_attr = 0o644 << 16
             with zf.open(info, "w", force_zip64=True) as f:
                 np.lib.format.write_array(f, np.asarray(arrays[name]), allow_pickle=False)
-    return _sha256(path)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def _jsonable(obj):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-import pytest
 from metaflow import Runner
 
 from tests.conftest import REPO, requires_data

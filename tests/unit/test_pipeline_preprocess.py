@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import yaml
 
 from recsys.errors import ConfigError
+from recsys.io import sha256_dir
 from recsys.pipeline import preprocess as pp
 from tests.conftest import REPO
 
@@ -69,7 +69,7 @@ def test_prepare_split_on_csv_writes_split_and_stats(tmp_path):
     loaded = Split.load(prepared.path)
     assert loaded.protocol == "leave_k_out_by_time"
     assert prepared.stats["n_interactions"] == loaded["train"].nnz + loaded["test"].nnz
-    assert prepared.sha256 == pp.dir_sha256(prepared.path)
+    assert prepared.sha256 == sha256_dir(prepared.path)
     full = pp.interaction_matrix(loaded)
     assert full.nnz == prepared.stats["n_interactions"]
     png = pp.degree_plot_png(loaded)

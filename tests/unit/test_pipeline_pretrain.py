@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import yaml
 
 from recsys.errors import ConfigError
+from recsys.io import sha256_file
 from recsys.pipeline import pretrain as pt
 from tests.conftest import REPO
 
@@ -94,7 +94,7 @@ def test_models_learn_and_write_their_artifacts(tiny_split, tmp_path):
     split = Split.load(tiny_split)
     assert emb.shape == (split.n_users, 16) and scores.shape == (split.n_users, split.n_items)
     for f in vae["files"].values():
-        assert f["sha256"] == pt.file_sha256(f["path"])
+        assert f["sha256"] == sha256_file(f["path"])
     rows = pt.comparison(results)
     assert [r["model"] for r in rows] == ["mostpop", "ease", "multvae"]
     assert "ndcg@20" in pt.format_table(rows, "random_split")
