@@ -28,7 +28,7 @@ from typing import BinaryIO, Iterator
 
 from recsys.data.registry import DatasetInfo
 from recsys.errors import DataError
-from recsys.io import atomic_path, sha256_file
+from recsys.io import atomic_path
 
 log = logging.getLogger(__name__)
 

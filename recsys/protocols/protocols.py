@@ -497,6 +497,55 @@ def user_split(
     return _finish("user_split", seed, params, id_map, matrices, arrays, stats, meta)
 
 
+def per_user_holdout(
+    df: pd.DataFrame,
+    test_fraction: float = 0.2,
+    min_user: int = 1,
+    seed: int = 0,
+) -> Split:
+    """Weak generalisation: a random share of every user's items is test (seed 004, MultVAE on ML-1M).
+
+    Dedupe, keep users with >= ``min_user`` items, remap ids (users and items by first
+    appearance). Every user with n >= 2 items gets ``max(1, floor(test_fraction * n))`` random
+    items as test (never all of them: at least one stays in train); users with one item keep
+    it in train and have an empty test row (counted). The same users train and test. Matrices
+    ``train`` and ``test``, each |U| x |I|. There is no validation split: seed 004
+    (khanhnamle1994/transfer-rec VAE-PyTorch) picks the best epoch on the test set.
+    """
+    params = dict(test_fraction=test_fraction, min_user=min_user, seed=seed)
+    seed = _seed(seed)
+    test_fraction = _fraction("test_fraction", test_fraction)
+    min_user = _int("min_user", min_user, 1)
+
+    stats: dict = {"rows_in": int(len(df))}
+    df = _filtered(df, stats, "dedupe", pre.dedupe(df))
+    df = _filtered(df, stats, "min_user", pre.filter_min_count(df, min_user=min_user))
+    df, id_map = pre.remap_ids(df)
+    u, i = df[USER].to_numpy(), df[ITEM].to_numpy()
+    size = np.bincount(u, minlength=id_map.n_users)
+    # floor as vae_cf's int(0.2 * n); rounding first absorbs float noise such as 0.2 * 5 = 1.0000000000000002
+    n_test = np.floor(np.round(test_fraction * size, 9)).astype(np.int64)
+    n_test = np.where(size >= 2, np.clip(n_test, 1, size - 1), 0)
+    test = _rank_within(u, _rng(seed).random(len(u))) < n_test[u]
+    matrices = {
+        "train": _csr(u[~test], i[~test], id_map.n_users, id_map.n_items),
+        "test": _csr(u[test], i[test], id_map.n_users, id_map.n_items),
+    }
+    stats["n_interactions"] = int(len(u))
+    stats["users_without_test"] = int((n_test == 0).sum())
+    stats["realised_test_fraction"] = round(float(test.mean()), 6) if len(u) else 0.0
+    meta = {
+        "paper": "seed 004: khanhnamle1994/transfer-rec Autoencoders-Experiments/VAE-PyTorch (MultVAE on ML-1M, "
+                 "per-user random 80/20)",
+        "recall_denominator": "min(k, n)",
+        "ndcg": "binary gains, IDCG over min(k, n) positions",
+        "evaluation": {"test": {"input": ["train"], "target": "test", "mask": ["train"]}},
+        "note": "no validation split: seed 004 picks the best epoch on the test set; users with one item "
+                "have no test item and are skipped by the metrics",
+    }
+    return _finish("per_user_holdout", seed, params, id_map, matrices, {}, stats, meta)
+
+
 # --------------------------------------------------------------------------- registry
 
 PROTOCOLS: dict[str, Callable[..., Split]] = {
@@ -505,6 +554,7 @@ PROTOCOLS: dict[str, Callable[..., Split]] = {
     "leave_k_out_by_time": leave_k_out_by_time,
     "leave_one_out": leave_one_out,
     "user_split": user_split,
+    "per_user_holdout": per_user_holdout,
 }
 
 

@@ -27,6 +27,7 @@ from recsys.protocols import (
     strong_generalization,
     user_split,
 )
+from recsys.protocols.protocols import per_user_holdout
 from tests.conftest import data_home, requires_data
 
 
@@ -256,6 +257,59 @@ def test_user_split_keeps_unknown_ratings_as_nan_for_the_caller_to_refuse(df):
         pre.require_known_ratings(d, "MELO")
 
 
+# ----------------------------------------------------------------- per-user holdout
+
+
+def test_per_user_holdout_no_leakage_and_every_pair_kept(df):
+    s = per_user_holdout(df, seed=4)
+    tr, te = s["train"], s["test"]
+    assert tr.shape == te.shape == (s.n_users, s.n_items)
+    assert tr.multiply(te).nnz == 0
+    assert original_pairs(s, "train") | original_pairs(s, "test") == all_pairs(df)
+    assert s.stats["n_interactions"] == tr.nnz + te.nnz == len(pre.dedupe(df))
+    assert s.meta["recall_denominator"] == "min(k, n)"
+    assert "no validation split" in s.meta["note"]
+    assert s.params == {"test_fraction": 0.2, "min_user": 1, "seed": 4}
+
+
+def test_per_user_holdout_sizes_and_fraction():
+    # users with 1..40 items (user 1: one item, kept in train), dense enough to check the share
+    rows = [(u, i) for u in range(1, 41) for i in range(u)]
+    d = pd.DataFrame(rows, columns=[USER, ITEM]).assign(**{RATING: 1.0, TIMESTAMP: np.nan})
+    for fraction in (0.2, 0.5, 0.9):
+        s = per_user_holdout(d, test_fraction=fraction, seed=1)
+        n = np.diff(s["train"].indptr) + np.diff(s["test"].indptr)
+        n_test = np.diff(s["test"].indptr)
+        expected = np.where(n >= 2, np.clip(np.floor(np.round(fraction * n, 9)), 1, n - 1), 0)
+        assert np.array_equal(n_test, expected)
+        assert ((n_test >= 1) == (n >= 2)).all()  # >= 1 test item exactly for users with >= 2 items
+        assert (np.diff(s["train"].indptr) >= 1).all()  # nobody loses all training items
+        assert s.stats["users_without_test"] == 1
+        assert abs(s.stats["realised_test_fraction"] - fraction) < 0.05
+        assert s.stats["realised_test_fraction"] == round(s["test"].nnz / len(rows), 6)
+
+
+def test_per_user_holdout_fraction_on_realistic_users(df):
+    s = per_user_holdout(df, test_fraction=0.2, seed=0)
+    # floor(0.2 * n) of ~12 items per user leans below 0.2; on ML-1M (>= 20 per user) it is ~0.19
+    assert abs(s["test"].nnz / s.stats["n_interactions"] - 0.2) < 0.05
+    m = per_user_holdout(df, min_user=20, seed=0)
+    assert m.stats["users_after_min_user"] == int((pre.dedupe(df)[USER].value_counts() >= 20).sum()) == m.n_users
+
+
+def test_per_user_holdout_is_deterministic_by_seed(df):
+    a, b, c = per_user_holdout(df, seed=7), per_user_holdout(df.copy(), seed=7), per_user_holdout(df, seed=8)
+    assert (a["test"] != b["test"]).nnz == 0 and (a["train"] != b["train"]).nnz == 0
+    assert (a["test"] != c["test"]).nnz > 0
+    assert a["test"].nnz == c["test"].nnz  # the sizes depend on the counts only, not the seed
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5, "0.2", True])
+def test_per_user_holdout_bad_fraction(df, fraction):
+    with pytest.raises(ConfigError, match="test_fraction=.*strictly between 0 and 1"):
+        make_split("per_user_holdout", df, test_fraction=fraction)
+
+
 # ----------------------------------------------------------------- determinism, save / load
 
 SMALL_PARAMS = {
@@ -264,8 +318,9 @@ SMALL_PARAMS = {
     "leave_k_out_by_time": {},
     "leave_one_out": {},
     "user_split": {"n_test_users": 20},
+    "per_user_holdout": {},
 }
-RANDOM = {"strong_generalization", "random_split", "user_split"}
+RANDOM = {"strong_generalization", "random_split", "user_split", "per_user_holdout"}
 
 
 @pytest.mark.parametrize("name", sorted(PROTOCOLS))
@@ -363,6 +418,8 @@ def test_make_split_unknown_protocol_and_parameter(df):
     ("user_split", {"n_test_users": 149}, r"n_test_users=149.*lower n_test_users \(at most 148\)"),
     ("user_split", {"valid_fraction": 1.2}, "valid_fraction=1.2"),
     ("user_split", {"min_user": 1}, "min_user=1: must be >= 2"),
+    ("per_user_holdout", {"min_user": 0}, "min_user=0: must be >= 1"),
+    ("per_user_holdout", {"seed": -1}, "seed=-1: must be >= 0"),
 ])
 def test_bad_parameters_raise_config_error_naming_the_value(df, name, params, needle):
     with pytest.raises(ConfigError, match=needle):
@@ -437,3 +494,11 @@ def test_amusic_random_split_10_core_counts_raw_rows():
     s = random_split(pre.binarize(raw))
     assert (s.stats["users_after_k_core"], s.stats["rows_after_k_core"]) == (1102, 19_204)
     assert (s.n_users, s.n_items, s.stats["n_interactions"]) == (1098, 1038, 14_348)
+
+
+@needs_data
+def test_ml1m_per_user_holdout_all_ratings(ml1m):
+    s = per_user_holdout(pre.binarize(ml1m), seed=0)
+    assert (s.n_users, s.n_items, s.stats["n_interactions"]) == (6040, 3706, 1_000_209)
+    assert s.stats["users_without_test"] == 0 and (np.diff(s["test"].indptr) >= 1).all()
+    assert abs(s["test"].nnz / 1_000_209 - 0.2) < 0.005  # floor(0.2 n) of >= 20 items per user
