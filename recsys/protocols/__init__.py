@@ -8,6 +8,7 @@ random_split             LFT / EnLFT, TALL                           n
 leave_k_out_by_time      LOCA                                        n
 leave_one_out            BERT4Rec-style sequences, BaM               n (one target: HR)
 user_split               MELO (cold-start rating regression)         n/a
+per_user_holdout         seed 004 MultVAE (weak generalisation)      min(k, n)
 =======================  ==========================================  ====================
 """
 
@@ -16,6 +17,7 @@ from recsys.protocols.protocols import (
     leave_k_out_by_time,
     leave_one_out,
     make_split,
+    per_user_holdout,
     random_split,
     strong_generalization,
     user_split,
@@ -29,6 +31,7 @@ __all__ = [
     "leave_k_out_by_time",
     "leave_one_out",
     "make_split",
+    "per_user_holdout",
     "random_split",
     "strong_generalization",
     "user_split",
