@@ -118,10 +118,10 @@ def main() -> None:
             "stderr_at_best_epoch": {k: float(v.std(ddof=1) / len(v) ** 0.5) for k, v in result.per_user.items()},
             "n_users_evaluated": int(len(result.users)),
             "n_users_skipped": result.n_skipped,
-            "best_epoch": int(model.best_epoch_),  # 0-based
+            "best_epoch": int(model.best_epoch_),  # 1-based
             "epochs_run": len(hist),
             "gradient_updates": int(model.update_count_),
-            "beta_at_best_epoch": hist[model.best_epoch_]["beta"],
+            "beta_at_best_epoch": hist[model.best_epoch_ - 1]["beta"],
             "beta_last": hist[-1]["beta"],
             "fit_seconds": round(seconds, 2),
             "train_seconds": round(sum(h["train_seconds"] for h in hist), 2),

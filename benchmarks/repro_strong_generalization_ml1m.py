@@ -114,11 +114,11 @@ def main() -> None:
                 best_epoch=int(model.best_epoch_),
                 epochs_run=len(hist),
                 gradient_updates=int(model.update_count_),
-                valid_ndcg_at_best=hist[model.best_epoch_]["ndcg@100"],
+                valid_ndcg_at_best=hist[model.best_epoch_ - 1]["ndcg@100"],
                 history=[rounded(h) for h in hist],
             )
             if name == "multvae":
-                record["beta_at_best_epoch"] = hist[model.best_epoch_]["beta"]
+                record["beta_at_best_epoch"] = hist[model.best_epoch_ - 1]["beta"]
                 record["beta_last_epoch"] = hist[-1]["beta"]
                 record["beta_note"] = ("beta = min(0.2, updates / 200,000): the cap 0.2 would need 40,000 updates; "
                                        f"{model.update_count_:,} updates were made, so the effective beta stayed "

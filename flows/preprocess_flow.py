@@ -29,8 +29,8 @@ class PreprocessFlow(FlowSpec):
     data_dir = Parameter("data-dir", default="",
                          help="folder holding the dataset's files (default: $RECSYS_DATA_HOME, then the cache)")
     output_dir = Parameter("output-dir", default="",
-                           help="where to write the split (default: $RECSYS_OUTPUT_DIR or ./outputs, "
-                                "under splits/<dataset>/<protocol>/<run id>)")
+                           help="the split's directory: new, empty, or an older split "
+                                "(default: <$RECSYS_OUTPUT_DIR or ./outputs>/splits/<dataset>/<protocol>/<run id>)")
 
     @step
     def start(self):

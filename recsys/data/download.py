@@ -22,6 +22,7 @@ import os
 import shutil
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -56,7 +57,16 @@ class Source:
 
     @contextlib.contextmanager
     def open(self) -> Iterator[BinaryIO]:
-        """Binary stream of the (decompressed) content."""
+        """Binary stream of the (decompressed) content; a damaged archive is a DataError."""
+        try:
+            with self._open() as f:
+                yield f
+        except (EOFError, zlib.error, zipfile.BadZipFile, gzip.BadGzipFile) as err:
+            raise DataError(f"{self.label}: cannot decompress it ({err}); the file is damaged or is not "
+                            f"the archive its name says: download or extract it again") from None
+
+    @contextlib.contextmanager
+    def _open(self) -> Iterator[BinaryIO]:
         if self.member is not None:
             with zipfile.ZipFile(self.path) as zf, zf.open(self.member) as raw:
                 if self.member.endswith(".gz"):

@@ -239,7 +239,7 @@ def _rank_batch(
     if exclude is not None:
         exclude = _as_bool_rows(exclude, shape, scores.device, "exclude")
         # an excluded item is never a hit, even when the top-k has to reach the -inf items
-        relevant &= ~exclude
+        relevant = relevant & ~exclude  # not in place: `relevant` may be the caller's tensor
     idx = topk(scores, max(ks), exclude, inplace=inplace)
     return _metrics_from_topk(idx, relevant, n_rel, ks, metrics, recall_denominator), idx
 

@@ -73,27 +73,30 @@ def load_settings(dataset: str, override: Mapping[str, Any] | None = None) -> di
 def protocol_settings(settings: Mapping[str, Any], protocol: str | None, models: str | None) -> dict:
     """The section of one protocol, with the models narrowed to ``models`` (comma list)."""
     protocol = protocol or settings.get("default_protocol")
-    sections = settings["protocols"]
+    if protocol not in REPORT:
+        raise ConfigError(f"protocol '{protocol}' has no ranking evaluation for pretraining; "
+                          f"use one of {', '.join(sorted(REPORT))}")
+    sections = _mapping(settings["protocols"], "protocols")
     if protocol not in sections:
         raise ConfigError(
             f"no pretraining settings for protocol '{protocol}'; configured: {', '.join(sorted(sections))}"
         )
-    section = copy.deepcopy(sections[protocol]) or {}
+    section = _mapping(copy.deepcopy(sections[protocol]) or {}, f"protocols.{protocol}")
     bad = set(section) - _PROTOCOL_KEYS
     if bad:
         raise ConfigError(f"pretrain settings, protocols.{protocol}: unknown key(s) {sorted(bad)}; "
                           f"expected some of {sorted(_PROTOCOL_KEYS)}")
-    configured = dict(section.get("models") or {})
+    configured = _mapping(section.get("models") or {}, f"protocols.{protocol}.models")
+    for name, cfg in configured.items():
+        _mapping(cfg or {}, f"protocols.{protocol}.models.{name}")
+    threshold = section.get("threshold")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
+        raise ConfigError(f"protocols.{protocol}.threshold={threshold!r}: expected a number or null")
     wanted = [m.strip() for m in models.split(",") if m.strip()] if models else list(configured)
-    from recsys.models.registry import MODELS
+    from recsys.models.registry import get_model
 
     for name in wanted:
-        if name not in MODELS:
-            import difflib
-
-            close = difflib.get_close_matches(name, list(MODELS), n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"unknown model '{name}'.{hint} Valid models: {', '.join(sorted(MODELS))}")
+        get_model(name)  # ConfigError naming the valid models
         if name in SEQUENTIAL and protocol != "leave_one_out":
             raise ConfigError(f"model '{name}' is sequential and needs the leave_one_out protocol, not '{protocol}'")
     if not wanted:
@@ -216,14 +219,16 @@ def curves_png(results: Mapping[str, Mapping[str, Any]]) -> bytes | None:
 
     series = {}
     for name, r in results.items():
-        keys = [k for k in (r["curve"][0] if r["curve"] else {}) if k.startswith("ndcg@")]
+        # MultVAE records "ndcg@k", BERT4Rec "valid_ndcg@k" (every eval_every epochs): both validation NDCG.
+        keys = sorted({k for h in r["curve"] for k in h if k.startswith(("ndcg@", "valid_ndcg@"))})
         if keys:
-            series[name] = (keys[0], [h[keys[0]] for h in r["curve"]])
+            points = [(h["epoch"], h[keys[0]]) for h in r["curve"] if keys[0] in h]
+            series[name] = (keys[0], *zip(*points))
     if not series:
         return None
     fig, ax = plt.subplots(figsize=(6, 3.4))
-    for name, (key, ys) in series.items():
-        ax.plot(range(1, len(ys) + 1), ys, label=f"{name} ({key})")
+    for name, (key, xs, ys) in series.items():
+        ax.plot(xs, ys, label=f"{name} ({key})")
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation NDCG")
     ax.grid(alpha=0.3)
@@ -237,6 +242,12 @@ def curves_png(results: Mapping[str, Mapping[str, Any]]) -> bytes | None:
 
 def default_run_dir(dataset: str, protocol: str, run_id: str) -> Path:
     return default_output_root() / "pretrain" / dataset / protocol / str(run_id)
+
+
+def _mapping(value, where: str) -> dict:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"pretrain settings, {where}: expected a mapping (key: value lines), got {value!r}")
+    return dict(value)
 
 
 def _stage_matrices(split, stage: Mapping[str, Any]):

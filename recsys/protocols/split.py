@@ -71,8 +71,12 @@ class Split:
         return f"Split({self.protocol}, seed={self.seed}, users={self.n_users}, items={self.n_items}, {shapes})"
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the split directory atomically (an existing directory is replaced whole)."""
+        """Write the split directory atomically. An existing split there is replaced whole; any
+        other non-empty directory is refused, so a mistyped path never wipes a user's files."""
         path = Path(path)
+        if path.is_dir() and any(path.iterdir()) and not (path / _META_FILE).is_file():
+            raise DataError(f"{path} is a non-empty directory that holds no saved split; refusing to replace it. "
+                            f"Give a new or empty directory (or an older split's) for the split")
         reserved = {Path(_ARRAYS_FILE).stem, Path(_META_FILE).stem}
         if reserved & set(self.matrices):
             raise ValueError(f"matrix names {sorted(reserved)} are reserved for the split's own files")

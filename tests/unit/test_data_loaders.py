@@ -446,3 +446,15 @@ def test_real_s3rec(real_home, name, counts):
     assert (len(ds.df), ds.n_users, ds.n_items) == counts
     assert (ds.df.groupby("user")["order"].max() + 1 == ds.df.groupby("user").size()).all()
     assert ds.df.groupby("user").size().min() == 5
+
+
+@pytest.mark.parametrize("name, filename", [("ml-1m", "ratings.dat.gz"), ("amazon-beauty", "Beauty.txt.gz"),
+                                            ("netflix", "combined_data_1.txt.gz")])
+@pytest.mark.parametrize("damage", ["not_gzip", "truncated"])
+def test_damaged_archives_are_a_data_error(tmp_path, name, filename, damage):
+    good = gzip.compress(("1::1::5::978300760\n" * 200).encode())
+    path = tmp_path / filename
+    path.write_bytes(b"this is not gzip data" if damage == "not_gzip" else good[: len(good) // 2])
+    with pytest.raises(DataError, match="cannot decompress it") as err:
+        load_dataset(name, data_dir=tmp_path)
+    assert filename in str(err.value)

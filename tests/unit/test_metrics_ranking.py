@@ -303,9 +303,12 @@ def test_bad_batch_size():
 def test_dense_tensor_inputs_equal_csr_inputs():
     scores, target, exclude = random_case(seed=4)
     sparse = rank_metrics(scores, target, ks=(5,), recall_denominator="min", exclude=exclude)
+    dense_target = torch.from_numpy(target.toarray() > 0)
+    before = dense_target.clone()
     dense = rank_metrics(
-        scores, torch.from_numpy(target.toarray() > 0), ks=(5,), recall_denominator="min",
+        scores, dense_target, ks=(5,), recall_denominator="min",
         exclude=torch.from_numpy(exclude.toarray() > 0),
     )
     for key in sparse:
         torch.testing.assert_close(sparse[key], dense[key], equal_nan=True)
+    assert torch.equal(dense_target, before)  # the caller's target is not modified

@@ -178,7 +178,7 @@ def test_beta_schedule_values():
 def test_history_records_beta_of_the_last_update_of_each_epoch(vae, split):
     steps = math.ceil(split["train"].shape[0] / FAST["batch_size"])
     for record in vae.history_:
-        assert record["beta"] == pytest.approx(beta_at((record["epoch"] + 1) * steps - 1, 0.2, FAST["total_anneal_steps"]))
+        assert record["beta"] == pytest.approx(beta_at(record["epoch"] * steps - 1, 0.2, FAST["total_anneal_steps"]))
         assert record["loss"] > 0 and record["train_seconds"] > 0 and "recall@100" in record
     assert vae.update_count_ == steps * len(vae.history_)
 
@@ -201,7 +201,7 @@ def test_early_stopping_restores_the_best_not_the_latest_weights(split):
 
     model.evaluate = fake_evaluate
     model.fit(split["train"], (split["valid_fold_in"], split["valid_holdout"]))
-    assert len(model.history_) == 4 and model.best_epoch_ == 1  # stopped two epochs after the best
+    assert len(model.history_) == 4 and model.best_epoch_ == 2  # 1-based; stopped two epochs after the best
     final = model.net_.state_dict()
     assert all(torch.equal(final[k], states[1][k]) for k in final)
     assert not torch.equal(final["decoder.0.weight"], states[-1]["decoder.0.weight"])

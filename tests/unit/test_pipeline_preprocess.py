@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
-from recsys.errors import ConfigError
+from recsys.errors import ConfigError, DataError
 from recsys.io import sha256_dir
 from recsys.pipeline import preprocess as pp
 from tests.conftest import REPO
@@ -76,13 +76,18 @@ def test_prepare_split_on_csv_writes_split_and_stats(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_prepare_split_writes_nothing_on_bad_threshold_input(tmp_path):
+def test_prepare_split_writes_nothing_on_bad_input(tmp_path):
     import pandas as pd
 
     path = tmp_path / "ratings.csv"
     pd.DataFrame({"user": [1, 2], "item": [1, 2], "rating": ["good", "bad"], "timestamp": [1, 2]}).to_csv(path, index=False)
-    with pytest.raises(Exception):
+    with pytest.raises(DataError, match="good"):
         pp.prepare_split("csv", "random_split", dataset_options={"path": str(path)}, output_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    path.write_text("user,item,rating,timestamp\n1,1,3,1\n")
+    with pytest.raises(ConfigError, match="fractions"):
+        pp.prepare_split("csv", "random_split", dataset_options={"path": str(path)},
+                         protocol_params={"fractions": [0.7, 0.3, 0.3]}, output_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 

@@ -57,12 +57,38 @@ def test_override_merges_over_the_dataset_file():
 @pytest.mark.parametrize("protocol, models, needle", [
     ("random_split", "multvea", "unknown model 'multvea'. Did you mean 'multvae'?"),
     ("random_split", "bert4rec", "bert4rec' is sequential and needs the leave_one_out protocol"),
-    ("random-split", None, "no pretraining settings for protocol 'random-split'"),
+    ("strong_generalization", None, "no pretraining settings for protocol 'strong_generalization'"),
+    ("user_split", None, "protocol 'user_split' has no ranking evaluation for pretraining"),
 ])
 def test_bad_model_or_protocol_names(protocol, models, needle):
     with pytest.raises(ConfigError) as err:
         pt.protocol_settings(TINY, protocol, models)
     assert needle in str(err.value)
+
+
+@pytest.mark.parametrize("section, needle", [
+    ({"models": ["ease"]}, "protocols.random_split.models: expected a mapping"),
+    ({"models": {"ease": 100}}, "protocols.random_split.models.ease: expected a mapping"),
+    ({"threshold": "4", "models": {"ease": {}}}, "protocols.random_split.threshold='4': expected a number or null"),
+])
+def test_wrongly_typed_settings_name_the_section(section, needle):
+    with pytest.raises(ConfigError) as err:
+        pt.protocol_settings({"protocols": {"random_split": section}}, "random_split", None)
+    assert needle in str(err.value)
+
+
+def test_sequential_protocol_trains_bert4rec_and_draws_its_curve(tmp_path):
+    from recsys.data import make_synthetic
+    from recsys.protocols import leave_one_out
+
+    split = leave_one_out(make_synthetic(n_users=120, n_items=60, seed=1).df, k_core=2).save(tmp_path / "s")
+    section = pt.protocol_settings(TINY, "leave_one_out", None)
+    results = {name: pt.train_and_evaluate(split, name, cfg, tmp_path / name) for name, cfg in section["models"].items()}
+    b = results["bert4rec"]
+    assert set(b["test"]) == {"hit@10", "hit@20", "ndcg@10", "ndcg@20"} and b["recall_denominator"] == "n"
+    assert b["epochs"] == 2 and 1 <= b["best_epoch"] <= 2  # epochs are numbered from 1 for every model
+    assert np.load(b["files"]["item_embeddings"]["path"]).shape == (60, 16)
+    assert pt.curves_png(results)[:4] == b"\x89PNG"  # BERT4Rec's valid_ndcg@10 curve is drawn
 
 
 def test_missing_settings_say_where_to_put_them():
@@ -87,6 +113,7 @@ def test_models_learn_and_write_their_artifacts(tiny_split, tmp_path):
     vae = results["multvae"]
     assert vae["recall_denominator"] == "n" and vae["protocol"] == "random_split"
     assert vae["epochs"] == len(vae["curve"]) and "ndcg@10" in vae["curve"][0]
+    assert 1 <= vae["best_epoch"] <= vae["epochs"] and vae["curve"][0]["epoch"] == 1
     emb = np.load(vae["files"]["user_embeddings"]["path"])
     scores = np.load(vae["files"]["scores"]["path"])
     from recsys.protocols import Split

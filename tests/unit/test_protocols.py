@@ -502,3 +502,16 @@ def test_ml1m_per_user_holdout_all_ratings(ml1m):
     assert (s.n_users, s.n_items, s.stats["n_interactions"]) == (6040, 3706, 1_000_209)
     assert s.stats["users_without_test"] == 0 and (np.diff(s["test"].indptr) >= 1).all()
     assert abs(s["test"].nnz / 1_000_209 - 0.2) < 0.005  # floor(0.2 n) of >= 20 items per user
+
+
+def test_save_refuses_to_wipe_a_directory_that_holds_no_split(df, tmp_path):
+    s = random_split(df, k_core=2, seed=0)
+    precious = tmp_path / "thesis"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    with pytest.raises(DataError, match="holds no saved split; refusing to replace it"):
+        s.save(precious)
+    assert (precious / "thesis.tex").read_text() == "years of work"
+    s.save(tmp_path / "split")
+    s.save(tmp_path / "split")  # an older split is replaced
+    assert Split.load(tmp_path / "split").protocol == "random_split"

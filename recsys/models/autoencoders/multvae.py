@@ -156,7 +156,8 @@ class MultVAENet(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # Xavier (Glorot) weights, biases ~ N(0, 0.001^2), as in the paper's code and its ports
+        # Xavier (Glorot) normal weights as the PyTorch ports (vae_cf's TF default is Glorot uniform),
+        # biases ~ N(0, 0.001^2) as in vae_cf
         for name, p in self.named_parameters():
             if name.endswith("weight"):
                 nn.init.xavier_normal_(p)
@@ -287,7 +288,7 @@ class MultVAE(Model):
         stopper = EarlyStopping(c.patience, mode="max")
         self.history_: list[dict[str, float]] = []
         update_count = 0
-        for epoch in range(c.epochs):
+        for epoch in range(1, c.epochs + 1):  # 1-based, like every model's history_
             start = time.perf_counter()
             net.train()
             total = torch.zeros((), device=self.device)
@@ -318,7 +319,7 @@ class MultVAE(Model):
                 break
         if stopper.best_state is not None:
             net.load_state_dict(stopper.best_state)
-        self.best_epoch_ = stopper.best_epoch if stopper.best_epoch is not None else len(self.history_) - 1
+        self.best_epoch_ = stopper.best_epoch if stopper.best_epoch is not None else len(self.history_)
         self.update_count_ = update_count
         return self
 
