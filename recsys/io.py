@@ -88,16 +88,17 @@ def sha256_dir(path: str | os.PathLike) -> str:
 def write_json(path: str | os.PathLike, obj, indent: int = 2) -> None:
     """Write JSON atomically (sorted keys, so files diff cleanly)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=indent, sort_keys=True, default=_json_default) + "\n")
+        tmp.write_text(json.dumps(obj, indent=indent, sort_keys=True, default=json_default) + "\n")
 
 
-def _json_default(obj):
+def json_default(obj):
+    """``json.dumps(default=...)`` for numpy scalars / arrays and paths."""
     import numpy as np
 
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
+    if isinstance(obj, np.generic):  # numpy ints, floats, bools
+        return obj.item()
     if isinstance(obj, np.ndarray):
         return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
     raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")

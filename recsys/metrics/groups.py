@@ -10,7 +10,7 @@ import scipy.sparse as sp
 import torch
 
 from recsys.errors import ConfigError, DataError
-from recsys.metrics.ranking import default_device
+from recsys.training.device import pick_device
 
 GROUP_NAMES = ("low", "med-low", "medium", "med-high", "high")
 
@@ -35,7 +35,7 @@ def mainstream_scores(train: sp.spmatrix, batch_size: int = 1024, device: "torch
     n_users = x.shape[0]
     if n_users < 2:
         raise DataError(f"mainstream scores need at least 2 users, got {n_users}")
-    device = torch.device(device) if device is not None else default_device()
+    device = pick_device(device)
     with warnings.catch_warnings():  # "sparse CSR is beta": CSR @ dense is ~15x faster than COO on CPU
         warnings.simplefilter("ignore", UserWarning)
         xt = torch.sparse_csr_tensor(

@@ -35,14 +35,10 @@ import torch
 from torch import Tensor
 
 from recsys.errors import ConfigError, DataError
+from recsys.training.device import pick_device
 
 METRICS = ("precision", "recall", "ndcg", "map", "mrr", "hit")
 RECALL_DENOMINATORS = ("min", "n")
-
-
-def default_device() -> torch.device:
-    """CUDA when available, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _csr_coords(rows: sp.spmatrix, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -325,7 +321,7 @@ def evaluate(
     ks, metrics = _check(ks, metrics, recall_denominator)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-    device = torch.device(device) if device is not None else default_device()
+    device = pick_device(device)
     target = sp.csr_matrix(target)
     if (target.data == 0).any():  # stored zeros are not relevant items; work on a copy
         target = target.copy()

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from recsys.io import json_default
+
 RECORD_MIME = "application/vnd.recsys.record+json"
 
 
@@ -14,7 +16,7 @@ def record(name: str, value: Any) -> None:
     """Show ``value`` (JSON-serialisable) as a named record in the current cell's output."""
     from IPython.display import display
 
-    payload = json.loads(json.dumps(value, default=_plain))
+    payload = json.loads(json.dumps(value, default=json_default))
     display({RECORD_MIME: {"name": name, "value": payload}, "text/plain": f"{name} recorded"}, raw=True)
 
 
@@ -40,15 +42,3 @@ def params_path(name: str) -> Path:
 
         raise ConfigError(f"params file not found: {path}; pass the path of your YAML explicitly")
     return path
-
-
-def _plain(obj):
-    import numpy as np
-
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
