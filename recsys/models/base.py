@@ -168,6 +168,19 @@ class Model:
     def _state_names(self) -> list[str]:
         return sorted(k for k in vars(self) if k.endswith("_") and not k.startswith("_"))
 
+    def _n_items(self) -> int:
+        """Number of items the fitted model scores."""
+        return self.n_items_
+
+    def _fitted_rows(self, rows: sp.csr_matrix) -> sp.csr_matrix:
+        """`rows` as CSR, after checking the model is fitted and the rows have one column per item."""
+        self._check_fitted()
+        rows = as_csr(rows, "rows")
+        n_items = self._n_items()
+        if rows.shape[1] != n_items:
+            raise DataError(f"rows have {rows.shape[1]} items, the model was fitted on {n_items}")
+        return rows
+
     def _check_fitted(self) -> None:
         if not self._state_names():
             raise NotFittedError(f"{self.name} is not fitted: call fit(train) or {type(self).__name__}.load(path) first")

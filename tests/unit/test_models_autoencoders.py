@@ -25,13 +25,7 @@ from recsys.training.early_stopping import snapshot
 FAST = dict(enc_dims=[64], epochs=10, batch_size=64, lr=1e-2, total_anneal_steps=1000, device="cpu", seed=0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # these tensors are tiny: on a shared 2-core runner, thread hand-offs cost more than they save
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -32,13 +32,7 @@ FAST = dict(max_len=16, hidden=32, n_heads=2, dropout=0.0, attn_dropout=0.0, mas
             lr=5e-3, batch_size=32, epochs=30, patience=10, device="cpu")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # the models here are tiny: one thread is faster and immune to other jobs on a shared 2-core box
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def markov_df(n_users: int = 300, n_items: int = N_ITEMS, p_next: float = 0.8, seed: int = 0) -> pd.DataFrame:

@@ -324,11 +324,7 @@ class MultVAE(Model):
         return self
 
     def _rows(self, rows: sp.csr_matrix) -> SparseRows:
-        self._check_fitted()
-        rows = as_csr(rows, "rows")
-        if rows.shape[1] != self.n_items_:
-            raise DataError(f"rows have {rows.shape[1]} items, the model was fitted on {self.n_items_}")
-        return SparseRows.from_csr(rows, self.device)
+        return SparseRows.from_csr(self._fitted_rows(rows), self.device)
 
     @torch.no_grad()
     def score(self, rows: sp.csr_matrix) -> Tensor:

@@ -62,13 +62,13 @@ class EASE(Model):
         self.B_ = b
         return self
 
+    def _n_items(self) -> int:
+        return self.B_.shape[0]
+
     @torch.no_grad()
     def score(self, rows: sp.csr_matrix) -> Tensor:
         """x_u B for each CSR row, as a sparse-row product (O(nnz * I), no dense x)."""
-        self._check_fitted()
-        rows = as_csr(rows, "rows")
-        if rows.shape[1] != self.B_.shape[0]:
-            raise DataError(f"rows have {rows.shape[1]} items, the model was fitted on {self.B_.shape[0]}")
+        rows = self._fitted_rows(rows)
         r = SparseRows.from_csr(rows, self.device)
         return F.embedding_bag(r.indices, self.B_, r.offsets, mode="sum", per_sample_weights=r.values.to(self.B_.dtype))
 

@@ -9,7 +9,6 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-from recsys.errors import DataError
 from recsys.models.base import Model, ModelConfig
 from recsys.training.batches import as_csr
 
@@ -32,11 +31,11 @@ class MostPopular(Model):
         self.counts_ = torch.from_numpy(counts.astype(np.float32)).to(self.device)
         return self
 
+    def _n_items(self) -> int:
+        return self.counts_.shape[0]
+
     @torch.no_grad()
     def score(self, rows: sp.csr_matrix) -> Tensor:
-        self._check_fitted()
-        rows = as_csr(rows, "rows")
-        if rows.shape[1] != self.counts_.shape[0]:
-            raise DataError(f"rows have {rows.shape[1]} items, the model was fitted on {self.counts_.shape[0]}")
+        rows = self._fitted_rows(rows)
         # a real copy, not an expanded view: callers mask seen items in place
         return self.counts_.repeat(rows.shape[0], 1)
