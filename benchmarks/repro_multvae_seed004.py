@@ -164,7 +164,7 @@ def main() -> None:
     write_json(args.out, out)
 
     print(f"\nwritten {args.out}\n")
-    print("| run | P@100 | R@100 (min(k,n)) | N@100 | best epoch (0-based) | epochs run | fit s |")
+    print("| run | P@100 | R@100 (min(k,n)) | N@100 | best epoch | epochs run | fit s |")
     print("|---|---|---|---|---|---|---|")
     print("| seed 004 logged (A-5) | 0.0890 | 0.4147 | 0.2523 | 9 | 59 | - |")
     for name, r in runs.items():

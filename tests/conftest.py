@@ -75,3 +75,31 @@ def metaflow_env(tmp_path, monkeypatch):
     metaflow.metadata(f"local@{root}")
     metaflow.namespace(None)
     return env
+
+
+def run_flow(flow: str, env: dict, tmp_path: Path, cfg: str | None = None, **parameters):
+    """Run `flow` through the Runner API (cfg: YAML/JSON text for its `cfg` Config); the Client
+    Run of a successful run, else an assertion error carrying the failed tasks' logs."""
+    from metaflow import Runner
+
+    config = []
+    if cfg is not None:
+        path = tmp_path / "cfg.yaml"
+        path.write_text(cfg)
+        config = [("cfg", str(path))]
+    with Runner(flow, show_output=False, pylint=False, env=env, config=config,
+                cwd=str(tmp_path)).run(max_workers=2, **parameters) as running:
+        run = running.run
+        assert running.status == "successful", "\n".join(t.stderr for s in run for t in s if not t.successful)
+        return run
+
+
+def failed_start_log(flow: str, env: dict, tmp_path: Path, **parameters) -> str:
+    """Run `flow` expecting its start step to fail; return that step's stderr."""
+    from metaflow import Runner
+
+    with Runner(flow, show_output=False, pylint=False, env=env, cwd=str(tmp_path)).run(**parameters) as running:
+        assert running.status == "failed"
+        task = running.run["start"].task
+        assert task.successful is False
+        return task.stderr

@@ -4,23 +4,9 @@ from __future__ import annotations
 
 import json
 
-from metaflow import Runner
-
-from tests.conftest import REPO, requires_data
+from tests.conftest import REPO, failed_start_log, requires_data, run_flow
 
 FLOW = str(REPO / "flows" / "preprocess_flow.py")
-
-
-def run_flow(env, tmp_path, params_yaml: str | None = None, **parameters):
-    config = []
-    if params_yaml is not None:
-        path = tmp_path / "params.yaml"
-        path.write_text(params_yaml)
-        config = [("cfg", str(path))]
-    with Runner(FLOW, show_output=False, pylint=False, env=env, config=config,
-                cwd=str(tmp_path)).run(max_workers=2, **parameters) as running:
-        assert running.status == "successful", running.stderr
-        return running.run
 
 
 def card_payload(html: str) -> str:
@@ -45,7 +31,7 @@ def test_tiny_csv_random_split(metaflow_env, tmp_path):
     path = tiny_csv(tmp_path)
     params = json.dumps({"datasets": {"csv": {"dataset": {"path": str(path)},
                                               "protocol": {"k_core": 2}}}})
-    run = run_flow(metaflow_env, tmp_path, params, dataset="csv", protocol="random_split")
+    run = run_flow(FLOW, metaflow_env, tmp_path, params, dataset="csv", protocol="random_split")
     end = run["end"].task
     stats = end["stats"].data
     assert stats["protocol"] == "random_split" and stats["dataset"] == "csv"
@@ -65,18 +51,14 @@ def test_tiny_csv_random_split(metaflow_env, tmp_path):
 
 
 def test_bad_protocol_stops_before_reading(metaflow_env, tmp_path):
-    with Runner(FLOW, show_output=False, pylint=False, env=metaflow_env,
-                cwd=str(tmp_path)).run(protocol="random-split") as running:
-        assert running.status == "failed"
-        log = running.run["start"].task.stderr
+    log = failed_start_log(FLOW, metaflow_env, tmp_path, protocol="random-split")
     assert "unknown protocol 'random-split'" in log and "Did you mean 'random_split'" in log
-    assert running.run["start"].task.successful is False
 
 
 @requires_data
 def test_ml1m_random_split_counts(metaflow_env, tmp_path):
     """The issue's acceptance numbers: official ML-1M under LFT/TALL's iterative 10-core."""
-    run = run_flow(metaflow_env, tmp_path, dataset="ml-1m", protocol="random_split")
+    run = run_flow(FLOW, metaflow_env, tmp_path, dataset="ml-1m", protocol="random_split")
     stats = run["end"].task["stats"].data
     assert (stats["n_users"], stats["n_items"], stats["n_interactions"]) == (6040, 3260, 998539)
 
@@ -84,7 +66,7 @@ def test_ml1m_random_split_counts(metaflow_env, tmp_path):
 @requires_data
 def test_amusic_loca_population(metaflow_env, tmp_path):
     """LOCA's AMusic setting: 4,964 users with >= 10 ratings, 97,439 rating rows."""
-    run = run_flow(metaflow_env, tmp_path, dataset="amazon-digital-music", protocol="leave_k_out_by_time")
+    run = run_flow(FLOW, metaflow_env, tmp_path, dataset="amazon-digital-music", protocol="leave_k_out_by_time")
     stats = run["end"].task["stats"].data
     assert stats["users_after_min_user"] == 4964 and stats["rows_after_min_user"] == 97439
     # Repeated reviews collapsed; the 18 users left with <= 5 distinct items cannot give 5 test

@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from metaflow import Runner
-
-from tests.conftest import REPO
+from tests.conftest import REPO, failed_start_log, run_flow
 
 FLOW = str(REPO / "flows" / "pretrain_flow.py")
 
@@ -17,15 +15,11 @@ def test_pretrain_flow_on_tiny_csv(metaflow_env, tmp_path):
 
     path = tmp_path / "tiny.csv"
     make_synthetic(n_users=200, n_items=90, seed=2).df.to_csv(path, index=False)
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(json.dumps({"default_protocol": "random_split", "protocols": {"random_split": {
+    cfg = json.dumps({"default_protocol": "random_split", "protocols": {"random_split": {
         "dataset": {"path": str(path)}, "params": {"k_core": 3},
         "models": {"mostpop": {}, "multvae": {"enc_dims": [32, 8], "epochs": 3, "batch_size": 64,
-                                              "patience": 3, "eval_k": 10}}}}}))
-    with Runner(FLOW, show_output=False, pylint=False, env=metaflow_env, config=[("cfg", str(cfg))],
-                cwd=str(tmp_path)).run(dataset="csv", max_workers=2) as running:
-        run = running.run
-        assert running.status == "successful", "\n".join(t.stderr for s in run for t in s if not t.successful)
+                                              "patience": 3, "eval_k": 10}}}}})
+    run = run_flow(FLOW, metaflow_env, tmp_path, cfg, dataset="csv")
     results = run["end"].task["results"].data
     assert set(results) == {"mostpop", "multvae"}
     vae = results["multvae"]
@@ -37,8 +31,5 @@ def test_pretrain_flow_on_tiny_csv(metaflow_env, tmp_path):
 
 
 def test_unknown_model_stops_in_start(metaflow_env, tmp_path):
-    with Runner(FLOW, show_output=False, pylint=False, env=metaflow_env,
-                cwd=str(tmp_path)).run(models="multvea") as running:
-        assert running.status == "failed"
-        log = running.run["start"].task.stderr
+    log = failed_start_log(FLOW, metaflow_env, tmp_path, models="multvea")
     assert "unknown model 'multvea'" in log and "Did you mean 'multvae'" in log
