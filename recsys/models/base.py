@@ -240,6 +240,11 @@ def _pack(value: Any) -> Any:
         return value.detach().cpu()
     if isinstance(value, np.ndarray):
         return {"__ndarray__": torch.from_numpy(np.ascontiguousarray(value))}
+    if sp.issparse(value):
+        m = sp.csr_matrix(value)
+        return {"__csr__": {"indptr": torch.from_numpy(m.indptr.astype(np.int64)),
+                            "indices": torch.from_numpy(m.indices.astype(np.int64)),
+                            "data": torch.from_numpy(np.ascontiguousarray(m.data)), "shape": list(m.shape)}}
     return value
 
 
@@ -248,4 +253,7 @@ def _unpack(value: Any, device: torch.device) -> Any:
         return value.to(device)
     if isinstance(value, dict) and "__ndarray__" in value:
         return value["__ndarray__"].numpy()
+    if isinstance(value, dict) and "__csr__" in value:
+        v = value["__csr__"]
+        return sp.csr_matrix((v["data"].numpy(), v["indices"].numpy(), v["indptr"].numpy()), shape=tuple(v["shape"]))
     return value

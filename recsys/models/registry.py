@@ -9,6 +9,7 @@ from recsys.errors import ConfigError
 from recsys.models.autoencoders import MultDAE, MultVAE
 from recsys.models.base import Model
 from recsys.models.baselines import EASE, MostPopular
+from recsys.models.local import LFT, LOCA, TALL, WL, EnLFT
 from recsys.models.sequential import BERT4Rec
 
 MODELS: dict[str, type[Model]] = {
@@ -17,6 +18,11 @@ MODELS: dict[str, type[Model]] = {
     "ease": EASE,
     "mostpop": MostPopular,
     "bert4rec": BERT4Rec,
+    "wl": WL,
+    "loca": LOCA,
+    "lft": LFT,
+    "enlft": EnLFT,
+    "tall": TALL,
 }
 
 

@@ -1,0 +1,209 @@
+"""A bank of E Mult-VAE experts I -> H -> I run as one batched module.
+
+Every local / mixture-of-experts method of this family (LOCA's local models, LFT / EnLFT's
+fine-tuned copies, TALL's experts, and the E = 1 global VAE / WL) is a set of independent
+single-hidden-layer Mult-VAEs. Instead of a Python list of E modules, the weights are stacked:
+
+* encoder ``w_in [I, E, 2H]`` (mu and logvar halves), ``b_in [E, 2H]``: a sparse product, one
+  ``F.embedding_bag`` over the batch's non-zeros for all experts at once;
+* decoder ``w_out [E, H, I]``, ``b_out [E, I]``: one ``torch.baddbmm`` for all experts.
+
+Two input layouts:
+
+* **shared** (TALL, LOCA): B user rows seen by every expert -> logits [E, B, I];
+* **grouped** (LFT / EnLFT fine-tuning): E * B rows, rows ``e*B .. e*B+B-1`` belong to expert e
+  (an empty row is padding) -> logits [E, B, I].
+
+Losses are per expert and per user ([E, B]); summing independent experts' losses gives each
+expert exactly the gradient it would get alone. :class:`BankAdam` steps only the experts that
+had data in a batch, so an idle expert's weights and Adam moments stay untouched (a separate
+optimiser per module would simply not have been called).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from recsys.errors import DataError
+from recsys.training.batches import SparseRows
+
+
+class ExpertBank(nn.Module):
+    """E Mult-VAE experts I -> H -> I (tanh-free: one hidden code, as LFT / TALL's ``enc_dims=[H]``)."""
+
+    def __init__(self, n_experts: int, n_items: int, hidden: int, dropout: float = 0.0, noise_std: float = 1.0) -> None:
+        super().__init__()
+        self.n_experts, self.n_items, self.hidden = int(n_experts), int(n_items), int(hidden)
+        self.dropout, self.noise_std = float(dropout), float(noise_std)
+        self.w_in = nn.Parameter(torch.empty(self.n_items, self.n_experts, 2 * self.hidden))
+        self.b_in = nn.Parameter(torch.empty(self.n_experts, 2 * self.hidden))
+        self.w_out = nn.Parameter(torch.empty(self.n_experts, self.hidden, self.n_items))
+        self.b_out = nn.Parameter(torch.empty(self.n_experts, self.n_items))
+        self.reset_parameters()
+
+    # the expert axis of each parameter (w_in keeps items first so the shared product is one matmul)
+    EXPERT_AXIS = {"w_in": 1, "b_in": 0, "w_out": 0, "b_out": 0}
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Xavier-normal weights per expert (fan-in / fan-out of one expert), biases ~ N(0, 0.001^2)."""
+        nn.init.normal_(self.w_in, std=math.sqrt(2.0 / (self.n_items + 2 * self.hidden)))
+        nn.init.normal_(self.w_out, std=math.sqrt(2.0 / (self.hidden + self.n_items)))
+        nn.init.normal_(self.b_in, std=0.001)
+        nn.init.normal_(self.b_out, std=0.001)
+
+    @torch.no_grad()
+    def replicate_from(self, other: "ExpertBank", expert: int = 0) -> "ExpertBank":
+        """Copy expert `expert` of `other` into every expert of this bank (LFT starts each local copy from WL)."""
+        if (other.n_items, other.hidden) != (self.n_items, self.hidden):
+            raise DataError(f"cannot copy a bank of {other.n_items} items / hidden {other.hidden} "
+                            f"into one of {self.n_items} / {self.hidden}")
+        self.w_in.copy_(other.w_in[:, expert : expert + 1].expand_as(self.w_in))
+        self.b_in.copy_(other.b_in[expert : expert + 1].expand_as(self.b_in))
+        self.w_out.copy_(other.w_out[expert : expert + 1].expand_as(self.w_out))
+        self.b_out.copy_(other.b_out[expert : expert + 1].expand_as(self.b_out))
+        return self
+
+    def select(self, experts: Tensor | list[int]) -> "ExpertBank":
+        """A new bank holding copies of the given experts (in that order)."""
+        idx = torch.as_tensor(experts, dtype=torch.long, device=self.w_in.device)
+        out = ExpertBank(len(idx), self.n_items, self.hidden, self.dropout, self.noise_std).to(self.w_in.device)
+        with torch.no_grad():
+            for name, axis in self.EXPERT_AXIS.items():
+                getattr(out, name).copy_(getattr(self, name).index_select(axis, idx))
+        return out
+
+    @staticmethod
+    def concat(banks: list["ExpertBank"]) -> "ExpertBank":
+        """One bank with the experts of `banks` in order (shards of a sharded run)."""
+        first = banks[0]
+        out = ExpertBank(sum(b.n_experts for b in banks), first.n_items, first.hidden, first.dropout, first.noise_std)
+        out = out.to(first.w_in.device)
+        with torch.no_grad():
+            for name, axis in ExpertBank.EXPERT_AXIS.items():
+                getattr(out, name).copy_(torch.cat([getattr(b, name).to(out.w_in.device) for b in banks], dim=axis))
+        return out
+
+    # ---- forward --------------------------------------------------------------------------
+    def _normalised(self, rows: SparseRows) -> Tensor:
+        norms = rows.row_reduce(rows.values * rows.values).sqrt().clamp_min(1e-12)
+        return rows.values / norms[rows.row_ids]
+
+    def encode(self, rows: SparseRows, grouped: bool = False) -> tuple[Tensor, Tensor]:
+        """(mu, logvar), each [E, B, H]; see the module docstring for `grouped`."""
+        E, I, H2 = self.n_experts, self.n_items, 2 * self.hidden
+        values = self._normalised(rows)
+        drop = self.training and self.dropout > 0
+        if not grouped and not drop:
+            # all experts read the same rows: one product with the [I, E * 2H] view
+            h = F.embedding_bag(rows.indices, self.w_in.view(I, E * H2), rows.offsets, mode="sum",
+                                per_sample_weights=values)
+            h = h.view(-1, E, H2).transpose(0, 1)
+        else:
+            if grouped:
+                if rows.shape[0] % E:
+                    raise DataError(f"grouped input needs a multiple of {E} rows, got {rows.shape[0]}")
+                b = rows.shape[0] // E
+                flat_idx = rows.indices * E + rows.row_ids // b
+                offsets, vals = rows.offsets, values
+            else:
+                # every expert draws its own dropout mask, as E separate modules would
+                nnz = rows.indices.numel()
+                experts = torch.arange(E, device=rows.device)
+                flat_idx = (rows.indices[None, :] * E + experts[:, None]).reshape(-1)
+                offsets = (rows.offsets[None, :] + experts[:, None] * nnz).reshape(-1)
+                vals = values.repeat(E)
+            if drop:
+                vals = F.dropout(vals, self.dropout, True)
+            h = F.embedding_bag(flat_idx, self.w_in.view(I * E, H2), offsets, mode="sum", per_sample_weights=vals)
+            h = h.view(E, -1, H2)
+        h = h + self.b_in[:, None, :]
+        return h[..., : self.hidden], h[..., self.hidden :]
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Logits [E, B, I] from codes [E, B, H]."""
+        return torch.baddbmm(self.b_out[:, None, :], z, self.w_out)
+
+    def forward(self, rows: SparseRows, grouped: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        """(logits [E, B, I], mu, logvar); z is sampled only in training mode."""
+        mu, logvar = self.encode(rows, grouped)
+        z = mu + torch.randn_like(mu) * self.noise_std * torch.exp(0.5 * logvar) if self.training else mu
+        return self.decode(z), mu, logvar
+
+
+# ---- per-expert, per-user losses -------------------------------------------------------------
+
+
+def bank_nll(logits: Tensor, rows: SparseRows, grouped: bool = False) -> Tensor:
+    """-sum_i x_ui log softmax(logits_e)_i for every expert e and row u -> [E, B] (sparse x)."""
+    E, B, _ = logits.shape
+    lse = torch.logsumexp(logits, dim=2)
+    if grouped:
+        flat = logits.reshape(E * B, -1)
+        picked = rows.row_reduce(flat[rows.row_ids, rows.indices] * rows.values).view(E, B)
+        counts = rows.row_reduce(rows.values).view(E, B)
+    else:
+        per_entry = logits[:, rows.row_ids, rows.indices] * rows.values  # [E, nnz]
+        picked = per_entry.new_zeros(E, B).index_add_(1, rows.row_ids, per_entry)
+        counts = rows.row_reduce(rows.values)[None, :]
+    return lse * counts - picked
+
+
+def bank_kl(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)) per expert and row -> [E, B]."""
+    return 0.5 * (-logvar + logvar.exp() + mu.pow(2) - 1).sum(dim=-1)
+
+
+def weighted_mean(values: Tensor, weights: Tensor) -> Tensor:
+    """Per expert sum_u w_eu v_eu / sum_u w_eu (0 where an expert has no weight) -> [E]."""
+    total = weights.sum(dim=1)
+    return (values * weights).sum(dim=1) / total.clamp_min(1e-12)
+
+
+class BankAdam:
+    """Adam (PyTorch semantics, L2 ``weight_decay`` added to the gradient) where each expert keeps
+    its own step count and only the experts marked active take a step.
+
+    Equivalent to one ``torch.optim.Adam`` per expert module, called only for the experts that saw
+    data in the batch (LOCA skips a local model's batch when none of its users is in it; LFT's
+    local sets have different sizes, so their copies make different numbers of steps).
+    """
+
+    def __init__(self, bank: ExpertBank, lr: float, weight_decay: float = 0.0,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        self.bank, self.lr, self.weight_decay, self.betas, self.eps = bank, lr, weight_decay, betas, eps
+        self.state = {name: (torch.zeros_like(p), torch.zeros_like(p)) for name, p in bank.named_parameters()}
+        self.steps = torch.zeros(bank.n_experts, device=bank.w_in.device)
+
+    def zero_grad(self) -> None:
+        self.bank.zero_grad(set_to_none=True)
+
+    @torch.no_grad()
+    def step(self, active: Tensor | None = None) -> None:
+        """One Adam step for the experts where `active` [E] is True (all when None)."""
+        b1, b2 = self.betas
+        act = torch.ones_like(self.steps, dtype=torch.bool) if active is None else active.to(torch.bool)
+        self.steps += act.float()
+        t = self.steps.clamp_min(1.0)
+        step_size = self.lr / (1 - b1 ** t)  # [E]
+        bc2_sqrt = (1 - b2 ** t).sqrt()
+        for name, p in self.bank.named_parameters():
+            if p.grad is None:
+                continue
+            axis = ExpertBank.EXPERT_AXIS[name]
+            shape = [1] * p.ndim
+            shape[axis] = -1
+            a = act.view(shape).to(p.dtype)
+            g = p.grad
+            if self.weight_decay:
+                g = g.add(p, alpha=self.weight_decay)
+            m, v = self.state[name]
+            # inactive experts: m, v and p unchanged (blend with a = 0)
+            m.mul_(1 - a * (1 - b1)).add_(a * (1 - b1) * g)
+            v.mul_(1 - a * (1 - b2)).add_(a * (1 - b2) * g * g)
+            denom = (v.sqrt() / bc2_sqrt.view(shape)).add_(self.eps)
+            p.sub_(a * step_size.view(shape) * m / denom)

@@ -1,0 +1,268 @@
+"""What the local-stage models share: the typed config, per-user scoring of the training users,
+evaluation, and one training loop for a bank of independently early-stopped experts."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import Tensor
+
+from recsys.errors import ConfigError, DataError
+from recsys.metrics.ranking import METRICS, RankingResult, evaluate, rank_metrics
+from recsys.models.autoencoders.multvae import UPSTREAM_NOISE_STD, beta_at
+from recsys.models.base import Model, ModelConfig, check_float, check_int
+from recsys.models.local.bank import BankAdam, ExpertBank, bank_kl, bank_nll, weighted_mean
+from recsys.training.batches import as_csr, iterate_rows
+from recsys.training.seed import seed_everything
+
+# cut-offs and metrics of LFT / TALL's evaluation (recall denominator |test|)
+REPORT_KS = (1, 5, 10, 20)
+REPORT_METRICS = ("precision", "recall", "ndcg")
+
+
+@dataclass(frozen=True)
+class BankConfig(ModelConfig):
+    """A single-hidden-layer Mult-VAE I -> hidden -> I and how it is trained (LFT's base model).
+
+    ``select``: the validation metrics whose mean over ``eval_ks`` picks the best epoch (LFT:
+    NDCG; TALL: precision, recall and NDCG). ``noise_std_upstream``: eps ~ N(0, 0.01^2) as every
+    upstream port of this family, instead of N(0, 1).
+    """
+
+    hidden: int = 100
+    dropout: float = 0.2
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    batch_size: int = 512
+    epochs: int = 100
+    anneal_cap: float = 0.2
+    total_anneal_steps: int = 0
+    patience: int | None = 10
+    eval_ks: tuple[int, ...] = REPORT_KS
+    select: tuple[str, ...] = ("ndcg",)
+    eval_batch_size: int = 1024
+    noise_std_upstream: bool = False
+
+    def validate(self) -> None:
+        super().validate()
+        check_int("hidden", self.hidden, 1)
+        check_float("dropout", self.dropout, 0.0, 1.0, high_open=True)
+        check_float("lr", self.lr, 0.0, low_open=True)
+        check_float("weight_decay", self.weight_decay, 0.0)
+        check_int("batch_size", self.batch_size, 1)
+        check_int("epochs", self.epochs, 1)
+        check_float("anneal_cap", self.anneal_cap, 0.0)
+        check_int("total_anneal_steps", self.total_anneal_steps, 0)
+        if self.patience is not None:
+            check_int("patience", self.patience, 1)
+        ks = tuple(self.eval_ks) if isinstance(self.eval_ks, (list, tuple)) else None
+        if not ks:
+            raise ConfigError(f"eval_ks must be a non-empty list of cut-offs, got {self.eval_ks!r}")
+        for k in ks:
+            check_int("each of eval_ks", k, 1)
+        object.__setattr__(self, "eval_ks", tuple(int(k) for k in ks))
+        sel = tuple(self.select) if isinstance(self.select, (list, tuple)) else None
+        if not sel or any(m not in METRICS for m in sel):
+            raise ConfigError(f"select must be a non-empty list of metrics from {METRICS}, got {self.select!r}")
+        object.__setattr__(self, "select", sel)
+        check_int("eval_batch_size", self.eval_batch_size, 1)
+        if not isinstance(self.noise_std_upstream, bool):
+            raise ConfigError(f"noise_std_upstream must be True or False, got {self.noise_std_upstream!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["eval_ks"], out["select"] = list(self.eval_ks), list(self.select)
+        return out
+
+    @property
+    def noise_std(self) -> float:
+        return UPSTREAM_NOISE_STD if self.noise_std_upstream else 1.0
+
+
+def check_valid(train: sp.csr_matrix, valid: Any, what: str = "valid") -> sp.csr_matrix | None:
+    """The validation target aligned with `train` (a CSR, or the (inputs, target) pair other models take)."""
+    if valid is None:
+        return None
+    if isinstance(valid, (tuple, list)):
+        if len(valid) != 2:
+            raise DataError(f"{what} must be the validation target matrix or a pair (inputs, target)")
+        valid = valid[1]
+    valid = as_csr(valid, what)
+    if valid.shape != train.shape:
+        raise DataError(f"{what} has shape {valid.shape}; it must align with train {train.shape} (same users, items)")
+    return valid
+
+
+class LocalModel(Model):
+    """Base of the local-stage models. They score the *training users* (the random split's
+    protocol evaluates the same users on held-out items): ``score_users(users)``.
+
+    Learned state shared by all: ``train_`` (the training rows, CSR), ``n_items_``,
+    ``history_``, ``best_epoch_``.
+    """
+
+    Config = BankConfig
+    config: BankConfig
+
+    def _start_fit(self, train: sp.csr_matrix, valid: Any) -> tuple[sp.csr_matrix, sp.csr_matrix | None]:
+        train = as_csr(train, "train")
+        if train.nnz == 0:
+            raise DataError(f"train has shape {train.shape} and no interactions; nothing to fit")
+        valid = check_valid(train, valid)
+        if valid is None and self.config.patience is not None:
+            raise ConfigError(f"patience={self.config.patience} needs validation data: pass valid=<target matrix>")
+        seed_everything(self.config.seed)
+        self.train_ = train
+        self.n_items_ = int(train.shape[1])
+        self.history_: list[dict[str, float]] = []
+        return train, valid
+
+    def _new_bank(self, n_experts: int) -> ExpertBank:
+        c = self.config
+        return ExpertBank(n_experts, self.n_items_, c.hidden, c.dropout, c.noise_std).to(self.device)
+
+    def score_users(self, users: np.ndarray) -> Tensor:
+        """Scores [len(users), n_items] for training users (row ids of ``train``)."""
+        raise NotImplementedError
+
+    def _users(self, users) -> np.ndarray:
+        self._check_fitted()
+        users = np.asarray(users, dtype=np.int64).reshape(-1)
+        n = self.train_.shape[0]
+        if len(users) and (users.min() < 0 or users.max() >= n):
+            raise DataError(f"user ids must be in 0..{n - 1} (the training users), got {users.min()}..{users.max()}")
+        return users
+
+    @torch.no_grad()
+    def evaluate_users(self, target: sp.csr_matrix, users: np.ndarray | None = None, *,
+                       ks: Iterable[int] = REPORT_KS, metrics: Iterable[str] = REPORT_METRICS,
+                       recall_denominator: str = "n", keep_topk: bool = False) -> RankingResult:
+        """Rank all items for the training users against `target` (aligned with ``train``); the
+        training items are excluded, as in LFT / TALL's evaluator."""
+        self._check_fitted()
+        target = as_csr(target, "target")
+        if target.shape != self.train_.shape:
+            raise DataError(f"target has shape {target.shape}; it must align with train {self.train_.shape}")
+        users = np.arange(target.shape[0]) if users is None else self._users(users)
+        return evaluate(lambda rows: self.score_users(users[rows]), np.arange(len(users)),
+                        target[users], self.train_[users], ks=ks, metrics=metrics,
+                        recall_denominator=recall_denominator, batch_size=self.config.eval_batch_size,
+                        device=self.device, keep_topk=keep_topk)
+
+    def _n_items(self) -> int:
+        return self.n_items_
+
+    # ---- training a bank of independently early-stopped experts ------------------------------
+    def _fit_bank(self, bank: ExpertBank, train: sp.csr_matrix, valid: sp.csr_matrix | None,
+                  weights: Tensor, candidates: Tensor | None = None, tag: str = "") -> ExpertBank:
+        """Train every expert e on the users with weights[e, u] > 0 (loss sum_u w NLL / sum_u w +
+        beta * mean KL over those users); each expert early-stops on its own validation score, the
+        mean of ``select`` @ ``eval_ks`` over its `candidates` users ([E, U] bool; default: its
+        training users), and gets its best epoch's weights back."""
+        c = self.config
+        E = bank.n_experts
+        weights = weights.to(self.device, torch.float32)
+        if weights.shape != (E, train.shape[0]):
+            raise DataError(f"weights must be [{E}, {train.shape[0]}], got {tuple(weights.shape)}")
+        if candidates is None:
+            candidates = weights > 0
+        opt = BankAdam(bank, c.lr, c.weight_decay)
+        rng = np.random.default_rng(c.seed)
+        best = {n: p.detach().clone() for n, p in bank.named_parameters()}
+        best_val = torch.full((E,), -float("inf"), device=self.device)
+        best_epoch = torch.zeros(E, dtype=torch.long, device=self.device)
+        bad = torch.zeros(E, dtype=torch.long, device=self.device)
+        stopped = torch.zeros(E, dtype=torch.bool, device=self.device)
+        update = 0
+        for epoch in range(1, c.epochs + 1):
+            start = time.perf_counter()
+            bank.train()
+            total = torch.zeros((), device=self.device)
+            for idx, rows in iterate_rows(train, c.batch_size, self.device, shuffle=True, rng=rng):
+                w = weights[:, torch.from_numpy(idx).to(self.device)]
+                active = (w.sum(1) > 0) & ~stopped
+                if not bool(active.any()):
+                    continue
+                beta = beta_at(update, c.anneal_cap, c.total_anneal_steps)
+                logits, mu, logvar = bank(rows)
+                per_expert = weighted_mean(bank_nll(logits, rows), w) + beta * weighted_mean(
+                    bank_kl(mu, logvar), (w > 0).float())
+                loss = per_expert[active].sum()
+                opt.zero_grad()
+                loss.backward()
+                opt.step(active)
+                update += 1
+                total += loss.detach()
+            record = {"epoch": epoch, "loss": float(total) / max(E, 1), "beta": beta_at(update, c.anneal_cap, c.total_anneal_steps),
+                      "train_seconds": time.perf_counter() - start}
+            if valid is not None:
+                start = time.perf_counter()
+                per_user = self._bank_criterion(bank, train, valid)  # [E, U]
+                mask = candidates & ~torch.isnan(per_user)
+                crit = torch.where(mask, per_user.nan_to_num(0.0), 0.0).sum(1) / mask.sum(1).clamp_min(1)
+                improved = (crit > best_val) & ~stopped
+                if bool(improved.any()):
+                    for name, p in bank.named_parameters():
+                        axis = ExpertBank.EXPERT_AXIS[name]
+                        shape = [1] * p.ndim
+                        shape[axis] = -1
+                        best[name] = torch.where(improved.view(shape), p.detach(), best[name])
+                best_val = torch.where(improved, crit, best_val)
+                best_epoch = torch.where(improved, epoch, best_epoch)
+                bad = torch.where(improved, 0, bad + (~stopped).long())
+                if c.patience is not None:
+                    stopped |= bad >= c.patience
+                record.update({"valid": float(crit.mean()), "experts_running": int((~stopped).sum()),
+                               "eval_seconds": time.perf_counter() - start})
+            self.history_.append({f"{tag}{k}" if k != "epoch" else k: v for k, v in record.items()})
+            if bool(stopped.all()):
+                break
+        if valid is not None:
+            with torch.no_grad():
+                for name, p in bank.named_parameters():
+                    p.copy_(best[name])
+        self._best_epochs = best_epoch.cpu().numpy() if valid is not None else np.full(E, len(self.history_))
+        bank.eval()
+        return bank
+
+    @torch.no_grad()
+    def _bank_criterion(self, bank: ExpertBank, train: sp.csr_matrix, valid: sp.csr_matrix,
+                        budget: int = 1 << 25) -> Tensor:
+        """[E, U]: each expert's per-user validation score (mean of ``select`` @ ``eval_ks``; NaN
+        for users without validation items), training items excluded."""
+        c = self.config
+        bank.eval()
+        E = bank.n_experts
+        keys = [f"{m}@{k}" for m in c.select for k in c.eval_ks]
+        out = torch.full((E, train.shape[0]), float("nan"), device=self.device)
+        chunk = max(1, min(c.eval_batch_size, budget // max(1, E * self.n_items_)))
+        for idx, rows in iterate_rows(train, chunk, self.device):
+            logits = bank(rows)[0].reshape(E * len(idx), -1)
+            res = rank_metrics(logits, _bool_rows(valid[idx], self.device).repeat(E, 1), ks=c.eval_ks,
+                               metrics=c.select, recall_denominator="n",
+                               exclude=_bool_rows(train[idx], self.device).repeat(E, 1))
+            out[:, torch.from_numpy(idx).to(self.device)] = torch.stack([res[k] for k in keys]).mean(0).view(
+                E, len(idx)).float()
+        bank.train()
+        return out
+
+
+def _bool_rows(rows: sp.csr_matrix, device: torch.device) -> Tensor:
+    out = torch.zeros(rows.shape, dtype=torch.bool, device=device)
+    r = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))
+    out[torch.from_numpy(r).to(device), torch.from_numpy(rows.indices.astype(np.int64)).to(device)] = True
+    return out
+
+
+@torch.no_grad()
+def bank_scores(bank: ExpertBank, rows, device: torch.device) -> Tensor:
+    """Logits [E, B, I] of every expert for CSR `rows` (mean code, no dropout)."""
+    from recsys.training.batches import SparseRows
+
+    bank.eval()
+    return bank(SparseRows.from_csr(rows, device))[0]

@@ -1,0 +1,240 @@
+"""LFT and EnLFT (Zhu & Caverlee, WSDM 2022): local fine-tuning of the global WL model.
+
+* Neighbourhoods: smooth each user's row with its Jaccard neighbours' mean row (alpha 0.7,
+  Jaccard > 0.1, at least 10), then cosine similarity of the smoothed rows; u's local set =
+  users with cosine > t = 0.2 (u included; at least 10, at most 2000).
+* Fine-tuning: a copy of the base model (WL, or the plain VAE), Adam 1e-3, weight decay 0.01,
+  beta fixed 0.2, 30 epochs of batches of 128 over the local set.
+* **LFT**: one copy per user, which then scores only that user.
+* **EnLFT**: 100 central-but-diverse anchors (:func:`enlft_anchors`), one copy per anchor; a
+  user's scores are the similarity-weighted mean of the anchors' logits (similarities below t
+  set to 0, except for users with none above t, who keep the raw ones).
+
+Thousands of copies are never thousands of processes: ``group`` copies are fine-tuned together as
+one :class:`ExpertBank` with grouped input rows; each copy runs its own batches and optimiser
+steps (:class:`BankAdam`), exactly as it would alone.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import Tensor
+
+from recsys.errors import ConfigError, DataError
+from recsys.models.base import check_float, check_int
+from recsys.models.local.bank import BankAdam, ExpertBank, bank_kl, bank_nll, weighted_mean
+from recsys.models.local.common import BankConfig, LocalModel, bank_scores
+from recsys.models.local.neighbourhoods import enlft_anchors, local_sets, smoothed_rows
+from recsys.models.local.wl import WL
+from recsys.training.batches import SparseRows
+
+
+@dataclass(frozen=True)
+class LFTConfig(BankConfig):
+    """Fine-tuning settings (LFT / EnLFT's scripts); the base model's own settings are the
+    inherited BankConfig fields plus ``base_exponent`` (1.5: WL as in LFT; 0: the plain VAE)."""
+
+    base_exponent: float = 1.5
+    alpha: float = 0.7
+    jaccard_threshold: float = 0.1
+    min_neighbours: int = 10
+    t: float = 0.2
+    min_local: int = 10
+    max_local: int = 2000
+    local_epochs: int = 30
+    local_batch_size: int = 128
+    local_lr: float = 1e-3
+    local_weight_decay: float = 0.01
+    local_beta: float = 0.2
+    local_dropout: float = 0.0
+    group: int = 64
+
+    def validate(self) -> None:
+        super().validate()
+        check_float("base_exponent", self.base_exponent, 0.0)
+        check_float("alpha", self.alpha, 0.0, 1.0)
+        check_float("jaccard_threshold", self.jaccard_threshold, 0.0, 1.0)
+        check_int("min_neighbours", self.min_neighbours, 0)
+        check_float("t", self.t, -1.0, 1.0)
+        check_int("min_local", self.min_local, 1)
+        check_int("max_local", self.max_local, 1)
+        if self.max_local < self.min_local:
+            raise ConfigError(f"max_local={self.max_local} is below min_local={self.min_local}")
+        check_int("local_epochs", self.local_epochs, 1)
+        check_int("local_batch_size", self.local_batch_size, 1)
+        check_float("local_lr", self.local_lr, 0.0, low_open=True)
+        check_float("local_weight_decay", self.local_weight_decay, 0.0)
+        check_float("local_beta", self.local_beta, 0.0)
+        check_float("local_dropout", self.local_dropout, 0.0, 1.0, high_open=True)
+        check_int("group", self.group, 1)
+
+
+@dataclass(frozen=True)
+class EnLFTConfig(LFTConfig):
+    n_anchors: int = 100
+    diversity: float = 1.5
+
+    def validate(self) -> None:
+        super().validate()
+        check_int("n_anchors", self.n_anchors, 1)
+        check_float("diversity", self.diversity, 0.0)
+
+
+class _FineTuned(LocalModel):
+    """Shared machinery: base model, neighbourhoods, batched fine-tuning."""
+
+    config: LFTConfig
+
+    def prepare(self, train: sp.csr_matrix, valid=None, base_model: WL | None = None) -> "_FineTuned":
+        """Train (or take) the base model and compute the smoothed rows the neighbourhoods use."""
+        c = self.config
+        train, valid = self._start_fit(train, valid)
+        if base_model is None:
+            settings = {k: v for k, v in c.to_dict().items() if k in WL.Config.__dataclass_fields__}
+            base_model = WL(WL.Config.from_dict({**settings, "exponent": c.base_exponent}, "wl")).fit(train, valid)
+        self.base_ = base_model.bank_
+        self.smoothed_ = smoothed_rows(train, alpha=c.alpha, threshold=c.jaccard_threshold,
+                                       min_neighbours=c.min_neighbours, device=self.device)
+        return self
+
+    def local_sets(self, users: np.ndarray) -> list[np.ndarray]:
+        c = self.config
+        return local_sets(self.smoothed_, users, t=c.t, min_size=c.min_local, max_size=c.max_local, device=self.device)
+
+    def finetune(self, sets: list[np.ndarray]) -> ExpertBank:
+        """One copy of the base model per local set, ``group`` copies at a time -> one bank."""
+        c = self.config
+        banks = []
+        for start in range(0, len(sets), c.group):
+            banks.append(self._finetune_group(sets[start:start + c.group], seed=c.seed + start))
+        return ExpertBank.concat(banks)
+
+    def _finetune_group(self, sets: list[np.ndarray], seed: int) -> ExpertBank:
+        c = self.config
+        G, B = len(sets), c.local_batch_size
+        bank = ExpertBank(G, self.n_items_, c.hidden, c.local_dropout, c.noise_std).to(self.device)
+        bank.replicate_from(self.base_)
+        opt = BankAdam(bank, c.local_lr, c.local_weight_decay)
+        rng = np.random.default_rng(seed)
+        n_users = self.train_.shape[0]
+        padded = sp.vstack([self.train_, sp.csr_matrix((1, self.n_items_), dtype=np.float32)]).tocsr()
+        sizes = np.array([len(s) for s in sets])
+        steps = int(np.ceil(sizes.max() / B))
+        bank.train()
+        start = time.perf_counter()
+        for _ in range(c.local_epochs):
+            order = np.full((G, steps * B), n_users, dtype=np.int64)  # n_users = the empty padding row
+            for g, s in enumerate(sets):
+                order[g, : len(s)] = rng.permutation(s)
+            for step in range(steps):
+                idx = order[:, step * B:(step + 1) * B]  # [G, B]
+                real = torch.from_numpy(idx != n_users).to(self.device).float()
+                active = real.sum(1) > 0
+                rows = SparseRows.from_csr(padded[idx.reshape(-1)], self.device)
+                logits, mu, logvar = bank(rows, grouped=True)
+                per_expert = weighted_mean(bank_nll(logits, rows, grouped=True), real) + c.local_beta * weighted_mean(
+                    bank_kl(mu, logvar), real)
+                opt.zero_grad()
+                per_expert[active].sum().backward()
+                opt.step(active)
+        self.history_.append({"group_size": G, "steps_per_epoch": steps, "finetune_seconds": time.perf_counter() - start})
+        bank.eval()
+        return bank
+
+
+class LFT(_FineTuned):
+    """Learned state adds ``base_`` (the WL bank), ``smoothed_`` and ``scores_`` [U, I] float32
+    (each user's logits from its own fine-tuned copy; NaN rows for users not fine-tuned yet)."""
+
+    name = "lft"
+    Config = LFTConfig
+
+    def _init_modules(self) -> None:
+        self.base_ = self._new_bank(1)
+
+    @torch.no_grad()
+    def finetune_users(self, users: np.ndarray) -> np.ndarray:
+        """Fine-tune one copy per user in `users` and return their logits [len(users), I] (a shard's work)."""
+        users = self._users(users)
+        out = np.empty((len(users), self.n_items_), dtype=np.float32)
+        c = self.config
+        for start in range(0, len(users), c.group):
+            part = users[start:start + c.group]
+            with torch.enable_grad():
+                bank = self._finetune_group(self.local_sets(part), seed=c.seed + int(start))
+            rows = SparseRows.from_csr(self.train_[part], self.device)
+            out[start:start + len(part)] = bank(rows, grouped=True)[0][:, 0].cpu().numpy()
+        return out
+
+    def set_scores(self, users: np.ndarray, scores: np.ndarray) -> None:
+        if not hasattr(self, "scores_"):
+            self.scores_ = np.full((self.train_.shape[0], self.n_items_), np.nan, dtype=np.float32)
+        self.scores_[np.asarray(users)] = scores
+
+    def fit(self, train: sp.csr_matrix, valid=None, base_model: WL | None = None) -> "LFT":
+        self.prepare(train, valid, base_model)
+        users = np.arange(train.shape[0])
+        self.set_scores(users, self.finetune_users(users))
+        self.best_epoch_ = None
+        return self
+
+    def score_users(self, users: np.ndarray) -> Tensor:
+        users = self._users(users)
+        out = self.scores_[users]
+        if np.isnan(out[:, 0]).any():
+            raise DataError("some of these users have not been fine-tuned (run finetune_users / set_scores for them)")
+        return torch.from_numpy(out).to(self.device)
+
+
+class EnLFT(_FineTuned):
+    """Learned state adds ``anchors_``, ``weights_`` [U, n_anchors] and ``local_`` (the anchors' bank)."""
+
+    name = "enlft"
+    Config = EnLFTConfig
+    config: EnLFTConfig
+
+    def _init_modules(self) -> None:
+        self.base_ = self._new_bank(1)
+        self.local_ = self._new_bank(len(self.anchors_))
+
+    def prepare(self, train, valid=None, base_model=None) -> "EnLFT":
+        super().prepare(train, valid, base_model)
+        c = self.config
+        if c.n_anchors > self.train_.shape[0]:
+            raise ConfigError(f"n_anchors={c.n_anchors} exceeds the {self.train_.shape[0]} users")
+        self.anchors_, sim = enlft_anchors(self.smoothed_, c.n_anchors, diversity=c.diversity, device=self.device)
+        w = np.where(sim < c.t, 0.0, sim)
+        none = w.sum(1) == 0
+        w[none] = sim[none]  # users near no anchor keep the raw similarities
+        self.weights_ = w.astype(np.float32)
+        return self
+
+    def fit_anchors(self, which: np.ndarray | None = None) -> ExpertBank:
+        """Fine-tune the copies of anchors ``anchors_[which]`` (default all): a shard's work."""
+        which = np.arange(len(self.anchors_)) if which is None else np.asarray(which, dtype=np.int64)
+        return self.finetune(self.local_sets(self.anchors_[which]))
+
+    def fit(self, train, valid=None, base_model: WL | None = None) -> "EnLFT":
+        self.prepare(train, valid, base_model)
+        self.local_ = self.fit_anchors()
+        self.best_epoch_ = None
+        return self
+
+    @torch.no_grad()
+    def score_users(self, users: np.ndarray, budget: int = 1 << 25) -> Tensor:
+        users = self._users(users)
+        a = len(self.anchors_)
+        out = []
+        step = max(1, budget // max(1, a * self.n_items_))
+        for start in range(0, len(users), step):
+            part = users[start:start + step]
+            w = torch.from_numpy(self.weights_[part]).to(self.device).T  # [A, B]
+            logits = bank_scores(self.local_, self.train_[part], self.device)
+            out.append(torch.einsum("ab,abi->bi", w, logits) / w.sum(0).clamp_min(1e-12)[:, None])
+        return torch.cat(out)
+

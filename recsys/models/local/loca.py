@@ -1,0 +1,149 @@
+"""LOCA (Choi et al., WSDM 2021), with Mult-VAE local models, as TALL's baseline runs it.
+
+1. A global Mult-VAE (:class:`WL` with exponent 0) gives each user an embedding: the encoder
+   mean of the training row.
+2. Anchors (``coverage`` greedy by default, or ``random`` / ``kmeans``); around anchor j a train
+   kernel (bandwidth ``train_h``) weights the users' losses and a narrower test kernel
+   (``test_h``) says whom the local model serves. Distance: normalised angular distance.
+3. One *fresh* Mult-VAE per anchor, trained on every user with a non-zero train weight with the
+   kernel-weighted multinomial loss; each local model early-stops on its own test-kernel users'
+   validation score. All locals are one :class:`ExpertBank` (``chunk`` of them at a time), not
+   q processes.
+4. Prediction = sum_j w_test_j(u) * logits_j(u) / sum_j w_test_j(u); users no local model covers
+   get the global model's logits.
+
+Differences from LOCA's code, on purpose: early stopping uses the validation split, never the
+test set (LOCA's own protocol has no validation split); a local model trains on batches of
+*all* users in which the users outside its neighbourhood have weight 0 (LOCA drops them from the
+batch: same gradient, fewer steps per epoch for small neighbourhoods are then skipped rather
+than merged).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import Tensor
+
+from recsys.errors import ConfigError
+from recsys.models.base import check_choice, check_float, check_int
+from recsys.models.local.bank import ExpertBank
+from recsys.models.local.common import BankConfig, LocalModel, bank_scores
+from recsys.models.local.neighbourhoods import ANCHOR_METHODS, KERNELS, angular_distance, kernel, select_anchors
+from recsys.models.local.wl import WL
+
+
+@dataclass(frozen=True)
+class LOCAConfig(BankConfig):
+    """Defaults: TALL's ``LOCA_VAE.cfg`` (100 locals, coverage anchors, Epanechnikov, train_h 1,
+    test_h 0.8, enc [100], dropout 0, reg 1e-3, beta annealed to 0.2 over 200k updates)."""
+
+    n_local: int = 100
+    anchor: str = "coverage"
+    kernel: str = "epanechnikov"
+    train_h: float = 1.0
+    test_h: float = 0.8
+    coverage_stride: int = 10
+    chunk: int = 100
+    dropout: float = 0.0
+    weight_decay: float = 1e-3
+    total_anneal_steps: int = 200_000
+
+    def validate(self) -> None:
+        super().validate()
+        check_int("n_local", self.n_local, 1)
+        check_choice("anchor", self.anchor, ANCHOR_METHODS)
+        check_choice("kernel", self.kernel, KERNELS)
+        check_float("train_h", self.train_h, 0.0, low_open=True)
+        check_float("test_h", self.test_h, 0.0, low_open=True)
+        check_int("coverage_stride", self.coverage_stride, 1)
+        check_int("chunk", self.chunk, 1)
+
+
+class LOCA(LocalModel):
+    """Learned state adds ``global_`` (one-expert bank), ``embeddings_`` [U, H], ``anchors_`` [q]
+    and ``local_`` (a q-expert bank)."""
+
+    name = "loca"
+    Config = LOCAConfig
+    config: LOCAConfig
+
+    def _init_modules(self) -> None:
+        self.global_ = self._new_bank(1)
+        self.local_ = self._new_bank(len(self.anchors_))
+
+    # ---- the three stages, callable separately so a flow can shard step 3 -----------------
+    def prepare(self, train: sp.csr_matrix, valid=None, global_model: WL | None = None) -> "LOCA":
+        """Global model, embeddings and anchors (trains the global VAE unless one is given)."""
+        c = self.config
+        train, valid = self._start_fit(train, valid)
+        if c.n_local > train.shape[0]:
+            raise ConfigError(f"n_local={c.n_local} exceeds the {train.shape[0]} users")
+        if global_model is None:
+            settings = {k: v for k, v in c.to_dict().items() if k in WL.Config.__dataclass_fields__}
+            global_model = WL(WL.Config.from_dict({**settings, "exponent": 0.0}, "wl")).fit(train, valid)
+        self.global_ = global_model.bank_
+        self.embeddings_ = global_model.user_embeddings(train)
+        emb = torch.from_numpy(self.embeddings_).to(self.device)
+        self.anchors_ = select_anchors(emb, c.n_local, c.anchor, bandwidth=c.test_h, kind=c.kernel,
+                                       stride=c.coverage_stride, seed=c.seed)
+        return self
+
+    def kernels(self, anchors: np.ndarray, bandwidth: float, emb: Tensor | None = None) -> Tensor:
+        """Kernel weights [len(anchors), U] of every user (or of `emb` rows) around the anchors."""
+        all_emb = torch.from_numpy(self.embeddings_).to(self.device)
+        emb = all_emb if emb is None else emb
+        d = angular_distance(all_emb[torch.as_tensor(anchors, device=self.device)], emb)
+        return kernel(d, bandwidth, self.config.kernel)
+
+    def fit_locals(self, valid=None, which: np.ndarray | None = None) -> ExpertBank:
+        """Train the local models of anchors ``anchors_[which]`` (default all), ``chunk`` at a time;
+        `valid`: the validation target each local model early-stops on."""
+        from recsys.models.local.common import check_valid
+
+        valid = check_valid(self.train_, valid)
+        c = self.config
+        which = np.arange(len(self.anchors_)) if which is None else np.asarray(which, dtype=np.int64)
+        banks = []
+        for start in range(0, len(which), c.chunk):
+            anchors = self.anchors_[which[start:start + c.chunk]]
+            bank = self._new_bank(len(anchors))
+            train_w = self.kernels(anchors, c.train_h)
+            serve = self.kernels(anchors, c.test_h) > 0
+            banks.append(self._fit_bank(bank, self.train_, valid, train_w, serve, tag=f"chunk{start}_"))
+        return ExpertBank.concat(banks)
+
+    def fit(self, train: sp.csr_matrix, valid=None, global_model: WL | None = None) -> "LOCA":
+        self.prepare(train, valid, global_model)
+        self.local_ = self.fit_locals(valid)
+        self.best_epoch_ = None
+        return self
+
+    # ---- scoring ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def score(self, rows: sp.csr_matrix, budget: int = 1 << 25) -> Tensor:
+        """Kernel-weighted ensemble of the local models' logits; the global model where no local covers."""
+        from recsys.training.batches import SparseRows
+
+        rows = self._fitted_rows(rows)
+        c, q = self.config, len(self.anchors_)
+        out = []
+        step = max(1, budget // max(1, q * self.n_items_))
+        for start in range(0, rows.shape[0], step):
+            part = rows[start:start + step]
+            batch = SparseRows.from_csr(part, self.device)
+            self.global_.eval()
+            emb = self.global_.encode(batch)[0][0]
+            w = self.kernels(self.anchors_, c.test_h, emb)  # [q, B]
+            local = bank_scores(self.local_, part, self.device)  # [q, B, I]
+            num = torch.einsum("qb,qbi->bi", w, local)
+            den = w.sum(0)
+            glob = self.global_.decode(emb[None])[0]
+            out.append(torch.where(den[:, None] > 0, num / den.clamp_min(1e-12)[:, None], glob))
+        return torch.cat(out)
+
+    def score_users(self, users: np.ndarray) -> Tensor:
+        return self.score(self.train_[self._users(users)])

@@ -1,0 +1,254 @@
+"""Who is local to whom: LOCA's kernels and anchors, LFT / EnLFT's smoothed-row similarities.
+
+All user-user quantities are computed in blocks of users on the device; nothing |U| x |U| is
+kept except where the method itself needs it (EnLFT's anchor columns: |U| x n_anchors).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import Tensor
+
+from recsys.errors import ConfigError, DataError
+
+KERNELS = ("epanechnikov", "uniform", "triangular")
+ANCHOR_METHODS = ("coverage", "random", "kmeans")
+
+
+# ---- LOCA ---------------------------------------------------------------------------------
+
+
+def angular_distance(a: Tensor, b: Tensor) -> Tensor:
+    """Normalised angular distance d = (2 / pi) * arccos(cos(a_i, b_j)) in [0, 1] -> [len(a), len(b)]."""
+    a = a / a.norm(dim=1, keepdim=True).clamp_min(1e-10)
+    b = b / b.norm(dim=1, keepdim=True).clamp_min(1e-10)
+    return (2.0 / math.pi) * torch.arccos((a @ b.T).clamp(-1.0, 1.0))
+
+
+def kernel(distance: Tensor, bandwidth: float, kind: str = "epanechnikov") -> Tensor:
+    """Kernel weight of a distance: Epanechnikov 3/4 * max(1 - (d/h)^2, 0); uniform 1[d < h];
+    triangular max(1 - d/h, 0)."""
+    if kind not in KERNELS:
+        raise ConfigError(f"kernel must be one of {KERNELS}, got {kind!r}")
+    if not bandwidth > 0:
+        raise ConfigError(f"kernel bandwidth must be > 0, got {bandwidth!r}")
+    u = distance / bandwidth
+    if kind == "epanechnikov":
+        return 0.75 * (1 - u * u).clamp_min(0.0)
+    if kind == "uniform":
+        return (u < 1).to(distance.dtype)
+    return (1 - u).clamp_min(0.0)
+
+
+def select_anchors(
+    embeddings: Tensor,
+    n_anchors: int,
+    method: str = "coverage",
+    *,
+    bandwidth: float = 0.4,
+    kind: str = "epanechnikov",
+    stride: int = 10,
+    seed: int = 0,
+    block: int = 2048,
+) -> np.ndarray:
+    """Anchor users for LOCA.
+
+    * ``coverage`` (paper default): greedy max coverage. Candidates are every `stride`-th user
+      (LOCA's code uses 10 to save time); candidate c covers the users with a non-zero test
+      kernel (`bandwidth`) around it. Repeatedly take the candidate covering most not-yet-covered
+      users (ties: lowest index) and mark its users covered; once everyone is covered the rest
+      are picked by the same rule, i.e. the lowest-index unused candidates.
+    * ``random``: `n_anchors` distinct users drawn with `seed`.
+    * ``kmeans``: k-means (Lloyd, k-means++ init, `seed`) on the embeddings; the user nearest
+      each centroid.
+    """
+    n_users = embeddings.shape[0]
+    if not 0 < n_anchors <= n_users:
+        raise ConfigError(f"number of anchors must be in 1..{n_users} (the number of users), got {n_anchors!r}")
+    if method not in ANCHOR_METHODS:
+        raise ConfigError(f"anchor selection must be one of {ANCHOR_METHODS}, got {method!r}")
+    if method == "random":
+        return np.sort(np.random.default_rng(seed).choice(n_users, size=n_anchors, replace=False))
+    if method == "kmeans":
+        return _kmeans_anchors(embeddings, n_anchors, seed)
+    if not isinstance(stride, int) or stride < 1:
+        raise ConfigError(f"coverage stride must be an integer >= 1, got {stride!r}")
+    cand = torch.arange(0, n_users, stride, device=embeddings.device)
+    if len(cand) < n_anchors:
+        cand = torch.arange(n_users, device=embeddings.device)
+    covers = torch.cat([
+        kernel(angular_distance(embeddings[cand[i : i + block]], embeddings), bandwidth, kind) > 0
+        for i in range(0, len(cand), block)
+    ])  # [n_cand, U]
+    uncovered = torch.ones(n_users, dtype=torch.bool, device=embeddings.device)
+    used = torch.zeros(len(cand), dtype=torch.bool, device=embeddings.device)
+    anchors = []
+    for _ in range(n_anchors):
+        gain = (covers & uncovered).sum(1).masked_fill(used, -1)
+        j = int(torch.argmax(gain))  # first maximum: the lowest index wins ties
+        used[j] = True
+        uncovered &= ~covers[j]
+        anchors.append(int(cand[j]))
+    return np.asarray(anchors, dtype=np.int64)
+
+
+def _kmeans_anchors(x: Tensor, k: int, seed: int, iters: int = 50) -> np.ndarray:
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    x = x.float()
+    centers = [x[int(torch.randint(len(x), (1,), generator=gen))]]
+    d2 = ((x - centers[0]) ** 2).sum(1)
+    for _ in range(1, k):  # k-means++
+        probs = (d2 / d2.sum()).cpu() if d2.sum() > 0 else torch.full((len(x),), 1.0 / len(x))
+        c = x[int(torch.multinomial(probs, 1, generator=gen))]
+        centers.append(c)
+        d2 = torch.minimum(d2, ((x - c) ** 2).sum(1))
+    c = torch.stack(centers)
+    for _ in range(iters):
+        assign = torch.cdist(x, c).argmin(1)
+        new = torch.zeros_like(c).index_add_(0, assign, x)
+        counts = torch.bincount(assign, minlength=k).to(x.dtype)
+        new = torch.where(counts[:, None] > 0, new / counts.clamp_min(1)[:, None], c)
+        if torch.allclose(new, c):
+            break
+        c = new
+    nearest = torch.cdist(c, x).argmin(1).cpu().numpy()
+    # distinct users: a user nearest to two centroids is used once, the next nearest fills in
+    out, taken = [], set()
+    dist = torch.cdist(c, x)
+    for j in range(k):
+        order = torch.argsort(dist[j]).cpu().numpy()
+        u = next(int(v) for v in order if int(v) not in taken) if int(nearest[j]) in taken else int(nearest[j])
+        taken.add(u)
+        out.append(u)
+    return np.asarray(out, dtype=np.int64)
+
+
+# ---- LFT / EnLFT ------------------------------------------------------------------------------
+
+
+def _binary(train: sp.spmatrix) -> sp.csr_matrix:
+    x = sp.csr_matrix(train, dtype=np.float32, copy=True)
+    x.sum_duplicates()
+    x.eliminate_zeros()
+    x.data[:] = 1.0
+    return x
+
+
+def _sparse_tensor(x: sp.csr_matrix, device: torch.device) -> Tensor:
+    with warnings.catch_warnings():  # "sparse CSR is beta"
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(x.indptr.astype(np.int64)), torch.from_numpy(x.indices.astype(np.int64)),
+            torch.from_numpy(x.data.astype(np.float32)), size=x.shape, check_invariants=False,
+        ).to(device)
+
+
+def smoothed_rows(train: sp.spmatrix, *, alpha: float = 0.7, threshold: float = 0.1, min_neighbours: int = 10,
+                  device: torch.device | str = "cpu", block: int = 1024) -> sp.csr_matrix:
+    """LFT's smoothed user rows: alpha * x_u + (1 - alpha) * mean of the rows of u's Jaccard
+    neighbours (Jaccard > `threshold`, self excluded; fewer than `min_neighbours` -> the
+    `min_neighbours` most similar users instead). Binary x; returns a sparse [U, I] matrix."""
+    x = _binary(train)
+    n_users = x.shape[0]
+    if n_users < 2:
+        raise DataError(f"LFT neighbourhoods need at least 2 users, got {n_users}")
+    k = min(min_neighbours, n_users - 1)
+    device = torch.device(device)
+    xt = _sparse_tensor(x, device)
+    size = torch.from_numpy(np.diff(x.indptr).astype(np.float32)).to(device)
+    rows, cols, vals = [], [], []
+    for start in range(0, n_users, block):
+        stop = min(start + block, n_users)
+        dense = torch.from_numpy(x[start:stop].toarray()).to(device)
+        inter = torch.sparse.mm(xt, dense.T).T  # [b, U]
+        union = size[start:stop, None] + size[None, :] - inter
+        jac = torch.where(union > 0, inter / union.clamp_min(1), 0.0)
+        ar = torch.arange(stop - start, device=device)
+        jac[ar, start + ar] = 0.0  # as LFT: the diagonal is zeroed, so a user is not its own neighbour
+        nb = jac > threshold
+        few = nb.sum(1) < k
+        if few.any() and k > 0:
+            top = jac[few].topk(k, dim=1).indices
+            nb[few] = False
+            nb[few.nonzero().squeeze(1)[:, None], top] = True
+        r, c = nb.nonzero(as_tuple=True)
+        counts = nb.sum(1).to(torch.float32)
+        rows.append((r + start).cpu().numpy())
+        cols.append(c.cpu().numpy())
+        vals.append((1.0 / counts[r]).cpu().numpy())
+    neighbours = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                               shape=(n_users, n_users), dtype=np.float32)
+    return (alpha * x + (1 - alpha) * (neighbours @ x)).tocsr().astype(np.float32)
+
+
+def local_sets(smoothed: sp.csr_matrix, users: np.ndarray | None = None, *, t: float = 0.2, min_size: int = 10,
+               max_size: int = 2000, device: torch.device | str = "cpu", block: int = 1024) -> list[np.ndarray]:
+    """LFT's local set of each user: users with cosine(smoothed rows) > t (the user itself
+    included), at least the `min_size` and at most the `max_size` most similar."""
+    n_users = smoothed.shape[0]
+    want = np.arange(n_users) if users is None else np.asarray(users, dtype=np.int64)
+    out: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(want)
+    lo, hi = min(min_size, n_users), min(max_size, n_users)
+    for start, cos in cosine_rows(smoothed, want, device, block):
+        for j in range(cos.shape[0]):
+            s = cos[j]
+            n = int((s > t).sum())
+            n = max(lo, min(hi, n))
+            out[start + j] = torch.topk(s, n).indices.cpu().numpy().astype(np.int64)
+    return out
+
+
+def _unit(rows: sp.csr_matrix, device: torch.device) -> tuple[sp.csr_matrix, Tensor]:
+    """Rows scaled to unit L2 norm, as CSR and as a sparse tensor on `device`."""
+    norms = np.sqrt(np.asarray(rows.multiply(rows).sum(1)).ravel()).astype(np.float32)
+    unit = sp.csr_matrix(sp.diags(1.0 / np.maximum(norms, 1e-12)) @ rows, dtype=np.float32)
+    return unit, _sparse_tensor(unit, device)
+
+
+def cosine_rows(rows: sp.csr_matrix, users: np.ndarray, device: torch.device | str = "cpu", block: int = 1024,
+                unit: tuple[sp.csr_matrix, Tensor] | None = None):
+    """Yield (offset into `users`, cos [b, U]): cosine similarity of the given users' rows with every row."""
+    device = torch.device(device)
+    unit_csr, ut = unit if unit is not None else _unit(rows, device)
+    for start in range(0, len(users), block):
+        dense = torch.from_numpy(unit_csr[users[start : start + block]].toarray()).to(device)
+        yield start, torch.sparse.mm(ut, dense.T).T
+
+
+def enlft_anchors(smoothed: sp.csr_matrix, n_anchors: int, *, diversity: float = 1.5,
+                  device: torch.device | str = "cpu", block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """EnLFT's central-but-diverse anchors and the similarity columns [U, n_anchors].
+
+    Greedy, as EnLFT: with S the cosine similarity of smoothed rows and A the anchors so far,
+    pick argmax_u  sum_{v not in A} S[u, v] / (|U| - |A|)  -  diversity * sum_{a in A} S[u, a] / |A|
+    over users not yet chosen (the second term is absent for the first anchor).
+    """
+    n_users = smoothed.shape[0]
+    if not 0 < n_anchors <= n_users:
+        raise ConfigError(f"number of anchors must be in 1..{n_users}, got {n_anchors!r}")
+    device = torch.device(device)
+    unit = _unit(smoothed, device)
+    row_sum = torch.zeros(n_users, dtype=torch.float64, device=device)
+    for start, cos in cosine_rows(smoothed, np.arange(n_users), device, block, unit):
+        row_sum[start : start + cos.shape[0]] = cos.sum(1, dtype=torch.float64)
+    chosen: list[int] = []
+    columns = torch.zeros(n_users, n_anchors, dtype=torch.float32, device=device)
+    dissim = torch.zeros(n_users, dtype=torch.float64, device=device)
+    taken = torch.zeros(n_users, dtype=torch.bool, device=device)
+    for i in range(n_anchors):
+        score = (row_sum - dissim) / (n_users - i)
+        if i:
+            score = score - diversity * dissim / i
+        score = score.masked_fill(taken, -math.inf)
+        u = int(torch.argmax(score))
+        chosen.append(u)
+        taken[u] = True
+        col = next(cosine_rows(smoothed, np.array([u]), device, 1, unit))[1][0]
+        columns[:, i] = col
+        dissim += col.to(torch.float64)
+    return np.asarray(chosen, dtype=np.int64), columns.cpu().numpy()

@@ -1,0 +1,244 @@
+"""TALL (Pan et al., arXiv 2404.08887): end-to-end adaptive local learning.
+
+* 100 Mult-VAE experts I -> 100 -> I trained jointly (one :class:`ExpertBank`, one Adam, weight
+  decay = reg / n_experts: 1e-3 / 100 on ML-1M).
+* Loss-driven gate, no gating network: for user u and expert k, L_k(u) = sum over u's gate items
+  of -log softmax(l_k with the input items' logits set to 0); gate_k = softmax_k(1 / L_k(u)).
+  Output = sum_k gate_k * logits_k; KL = sum_k gate_k * KL_k. Gradients flow through the gate.
+* Adaptive per-user weights (:class:`AdaptiveWeights`): each epoch the training pass records each
+  user's gate-item loss of the mixture output; after ``gap`` epochs, w_u = max((d_u - mean d + 2
+  alpha) / (2 alpha), 1e-8) with d_u the user's mean loss decrease over the last ``window``
+  epochs. Training loss = sum_u w_u NLL_u / sum_u w_u + beta * KL.
+* Early stopping on the mean of P / R / NDCG @ {1, 5, 10, 20} on validation, patience 15.
+
+Gate items (``gate_source``):
+* ``"valid"`` (paper, default for reproduction): the user's *validation* items, in training and at
+  test time, so validation labels shape test predictions. Flagged in every result.
+* ``"train_slice"``: a fixed random ``gate_fraction`` of each user's training items is taken out
+  of the model's input and used as gate items instead; no validation label reaches the model.
+
+Upstream switch ``kl_batch_sum_upstream``: TALL's code sums the gate-weighted batch-mean KL over
+the users of the batch (``(gate @ kl_per_expert).sum()``), i.e. the KL term is B times larger
+than the per-user mean used here by default.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import Tensor
+
+from recsys.errors import ConfigError
+from recsys.models.autoencoders.multvae import adam, beta_at, multinomial_nll
+from recsys.models.base import check_choice, check_float, check_int
+from recsys.models.local.bank import ExpertBank, bank_kl
+from recsys.models.local.common import REPORT_KS, BankConfig, LocalModel
+from recsys.training.batches import SparseRows, iterate_rows
+from recsys.training.early_stopping import EarlyStopping
+
+GATE_SOURCES = ("valid", "train_slice")
+
+
+class AdaptiveWeights:
+    """TALL's per-user loss weights from the recent decrease of each user's loss."""
+
+    def __init__(self, n_users: int, gap: int = 40, window: int = 10, alpha: float = 0.08) -> None:
+        self.n_users, self.gap, self.window, self.alpha = n_users, gap, window, alpha
+        self.prev: np.ndarray | None = None
+        self.changes: list[np.ndarray] = []
+
+    def record(self, losses: np.ndarray) -> None:
+        """Losses of one epoch (one per user); keeps the last `window` epoch-to-epoch decreases."""
+        losses = np.asarray(losses, dtype=np.float64)
+        if self.prev is not None:
+            self.changes.append(self.prev - losses)
+            self.changes = self.changes[-self.window:]
+        self.prev = losses
+
+    def weights(self, epoch: int) -> np.ndarray:
+        """Weights for 1-based `epoch`: 1 during the first `gap` epochs, then from the recorded decreases."""
+        if epoch <= self.gap or not self.changes:
+            return np.ones(self.n_users)
+        d = np.mean(self.changes, axis=0)
+        return np.maximum((d - d.mean() + 2 * self.alpha) / (2 * self.alpha), 1e-8)
+
+
+@dataclass(frozen=True)
+class TALLConfig(BankConfig):
+    """Defaults: TALL on ML-1M (100 experts, enc [100], dropout 0, weight decay 1e-3 / 100,
+    batch 512, beta to 0.2 over 200k updates, gap 40, window 10, alpha 0.08, patience 15)."""
+
+    n_experts: int = 100
+    dropout: float = 0.0
+    weight_decay: float = 1e-5
+    total_anneal_steps: int = 200_000
+    epochs: int = 300
+    patience: int | None = 15
+    select: tuple[str, ...] = ("precision", "recall", "ndcg")
+    gap: int = 40
+    window: int = 10
+    alpha: float = 0.08
+    adaptive: bool = True
+    gate_source: str = "valid"
+    gate_fraction: float = 0.2
+    kl_batch_sum_upstream: bool = False
+
+    def validate(self) -> None:
+        super().validate()
+        check_int("n_experts", self.n_experts, 1)
+        check_int("gap", self.gap, 0)
+        check_int("window", self.window, 1)
+        check_float("alpha", self.alpha, 0.0, low_open=True)
+        check_choice("gate_source", self.gate_source, GATE_SOURCES)
+        check_float("gate_fraction", self.gate_fraction, 0.0, 1.0, low_open=True, high_open=True)
+        for flag in ("adaptive", "kl_batch_sum_upstream"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
+
+
+def train_slice(train: sp.csr_matrix, fraction: float, seed: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """(input, slice): ceil(fraction * n) random items of each user with n >= 2 move to the slice,
+    leaving at least one item as input."""
+    train = sp.csr_matrix(train)
+    rng = np.random.default_rng(seed)
+    n = np.diff(train.indptr)
+    take = np.where(n >= 2, np.minimum(np.ceil(fraction * n), n - 1), 0).astype(np.int64)
+    keys = rng.random(train.nnz)
+    rows = np.repeat(np.arange(train.shape[0]), n)
+    order = np.lexsort((keys, rows))  # within each row, a random order
+    rank = np.empty(train.nnz, dtype=np.int64)
+    rank[order] = np.arange(train.nnz) - np.repeat(train.indptr[:-1], n)
+    in_slice = rank < take[rows]
+    coo = train.tocoo()
+    mk = lambda m: sp.csr_matrix((coo.data[m], (coo.row[m], coo.col[m])), shape=train.shape, dtype=np.float32)  # noqa: E731
+    return mk(~in_slice), mk(in_slice)
+
+
+class TALL(LocalModel):
+    """Learned state adds ``bank_`` (n_experts), ``inputs_`` (model input rows) and ``gate_rows_``
+    (the gate items of each training user)."""
+
+    name = "tall"
+    Config = TALLConfig
+    config: TALLConfig
+
+    def _init_modules(self) -> None:
+        self.bank_ = self._new_bank(self.config.n_experts)
+
+    # ---- the mixture ---------------------------------------------------------------------
+    def _mixture(self, rows: SparseRows, gate_rows: SparseRows) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(output logits [B, I], gate [E, B], kl [E, B], expert logits [E, B, I])."""
+        logits, mu, logvar = self.bank_(rows)
+        gate = self.gate(logits, rows, gate_rows)
+        out = torch.einsum("eb,ebi->bi", gate, logits)
+        return out, gate, bank_kl(mu, logvar), logits
+
+    @staticmethod
+    def gate_loss(logits: Tensor, rows: SparseRows, gate_rows: SparseRows) -> Tensor:
+        """L [E, B] (or [B] for [B, I] logits): -sum over gate items of log softmax(logits with the
+        input items' logits set to 0) -- TALL's expert loss on the user's gate items."""
+        squeeze = logits.ndim == 2
+        if squeeze:
+            logits = logits[None]
+        E, B, _ = logits.shape
+        masked = logits.clone()
+        masked[:, rows.row_ids, rows.indices] = 0.0
+        lse = torch.logsumexp(masked, dim=2)  # [E, B]
+        picked = logits[:, gate_rows.row_ids, gate_rows.indices]  # [E, nnz_gate]
+        summed = picked.new_zeros(E, B).index_add_(1, gate_rows.row_ids, picked)
+        counts = torch.bincount(gate_rows.row_ids, minlength=B).to(logits.dtype)
+        loss = lse * counts[None] - summed
+        return loss[0] if squeeze else loss
+
+    def gate(self, logits: Tensor, rows: SparseRows, gate_rows: SparseRows) -> Tensor:
+        """softmax over experts of 1 / L_k(u); users without gate items get a uniform gate."""
+        loss = self.gate_loss(logits, rows, gate_rows)
+        has = (torch.bincount(gate_rows.row_ids, minlength=loss.shape[1]) > 0)[None]
+        inv = torch.where(has, 1.0 / loss.clamp_min(1e-12), 0.0)
+        return torch.softmax(inv, dim=0)
+
+    # ---- training --------------------------------------------------------------------------
+    def fit(self, train: sp.csr_matrix, valid=None) -> "TALL":
+        """Train on `train` with `valid` (validation target aligned with it; needed for early
+        stopping and, with ``gate_source='valid'``, for the gate)."""
+        c = self.config
+        train, valid = self._start_fit(train, valid)
+        if c.gate_source == "valid":
+            if valid is None:
+                raise ConfigError("gate_source='valid' needs valid=<validation target>; or use gate_source='train_slice'")
+            self.inputs_, self.gate_rows_ = train, valid
+        else:
+            self.inputs_, self.gate_rows_ = train_slice(train, c.gate_fraction, c.seed)
+        self._init_modules()
+        bank = self.bank_
+        opt = adam(bank.parameters(), c.lr, c.weight_decay, self.device)
+        rng = np.random.default_rng(c.seed)
+        weights = AdaptiveWeights(train.shape[0], c.gap, c.window, c.alpha)
+        stopper = EarlyStopping(c.patience, mode="max")
+        n_users = train.shape[0]
+        update = 0
+        for epoch in range(1, c.epochs + 1):
+            start = time.perf_counter()
+            bank.train()
+            w_all = torch.from_numpy(weights.weights(epoch) if c.adaptive else np.ones(n_users)).float().to(self.device)
+            user_loss = torch.zeros(n_users, device=self.device)
+            total = torch.zeros((), device=self.device)
+            for idx, rows in iterate_rows(self.inputs_, c.batch_size, self.device, shuffle=True, rng=rng):
+                gate_rows = SparseRows.from_csr(self.gate_rows_[idx], self.device)
+                beta = beta_at(update, c.anneal_cap, c.total_anneal_steps)
+                out, gate, kl, _ = self._mixture(rows, gate_rows)
+                target = rows if c.gate_source == "valid" else SparseRows.from_csr(train[idx], self.device)
+                nll = multinomial_nll(out, target)
+                w = w_all[torch.from_numpy(idx).to(self.device)]
+                if c.kl_batch_sum_upstream:
+                    kl_term = (gate * kl.mean(dim=1, keepdim=True)).sum()
+                else:
+                    kl_term = (gate * kl).sum(0).mean()
+                loss = (w * nll).sum() / w.sum().clamp_min(1e-12) + beta * kl_term
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                update += 1
+                with torch.no_grad():
+                    user_loss[torch.from_numpy(idx).to(self.device)] = self.gate_loss(out.detach(), rows, gate_rows)
+                total += loss.detach() * len(idx)
+            weights.record(user_loss.cpu().numpy())
+            record = {"epoch": epoch, "loss": float(total) / n_users, "beta": beta,
+                      "train_seconds": time.perf_counter() - start,
+                      "weight_max": float(w_all.max()), "weight_min": float(w_all.min())}
+            if valid is not None:
+                start = time.perf_counter()
+                res = self.evaluate_users(valid, ks=c.eval_ks, metrics=c.select)
+                means = res.mean()
+                record.update({f"valid_{k}": v for k, v in means.items()})
+                record["valid"] = float(np.mean(list(means.values())))
+                record["eval_seconds"] = time.perf_counter() - start
+                stopper.update(record["valid"], bank, epoch)
+            self.history_.append(record)
+            if stopper.should_stop:
+                break
+        if stopper.best_state is not None:
+            bank.load_state_dict(stopper.best_state)
+        self.best_epoch_ = stopper.best_epoch if stopper.best_epoch is not None else len(self.history_)
+        return self
+
+    @torch.no_grad()
+    def score_users(self, users: np.ndarray, budget: int = 1 << 25) -> Tensor:
+        """Mixture logits for training users, gated by their gate items (see ``gate_source``)."""
+        users = self._users(users)
+        self.bank_.eval()
+        out = []
+        step = max(1, budget // max(1, self.config.n_experts * self.n_items_))
+        for start in range(0, len(users), step):
+            part = users[start:start + step]
+            rows = SparseRows.from_csr(self.inputs_[part], self.device)
+            gate_rows = SparseRows.from_csr(self.gate_rows_[part], self.device)
+            out.append(self._mixture(rows, gate_rows)[0])
+        return torch.cat(out)
+
+
+__all__ = ["AdaptiveWeights", "TALL", "TALLConfig", "train_slice", "GATE_SOURCES", "REPORT_KS"]
