@@ -1,0 +1,396 @@
+"""Local / mixture-of-experts stage: VAE, WL, LOCA, LFT, EnLFT and TALL on one random split,
+evaluated overall and per mainstream group. The flow (``flows/tall_flow.py``) and the notebook
+(``notebooks/tall.ipynb``) call these functions:
+
+    settings = load_settings(dataset, override)
+    prepared = prepare(dataset, settings, output_dir=...)              # split + mainstream groups
+    base = train_base(prepared.path, settings, out_dir)                 # VAE and WL (+ their results)
+    tasks = plan(settings, shards)                                      # (method, shard) work items
+    outputs = [run_task(prepared.path, base, t, settings, out_dir) for t in tasks]
+    results = {m: assemble(prepared.path, base, m, outs, settings, out_dir) ...}
+
+Sharded methods: LOCA (anchors), LFT (users), EnLFT (anchors); TALL is one task (its experts are
+trained jointly). Each task writes its tensors to files and returns only paths.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from recsys.errors import ConfigError
+from recsys.io import atomic_path, sha256_file
+from recsys.pipeline.preprocess import default_output_root
+
+PARAMS_DIR = Path(__file__).resolve().parents[2] / "params"
+METHOD_MODELS = {"vae": "wl", "wl": "wl", "loca": "loca", "lft": "lft", "enlft": "enlft", "tall": "tall"}
+BASE_METHODS = ("vae", "wl")  # trained in the base step: LOCA's global model and LFT / EnLFT's start
+SHARDED = {"loca", "lft", "enlft"}
+REPORT_KS = (1, 5, 10, 20)
+REPORT_METRICS = ("precision", "recall", "ndcg")
+GROUP_METRIC = "ndcg@20"
+_KEYS = {"protocol", "threshold", "dataset", "params", "shards", "device", "methods"}
+
+
+def params_file(dataset: str) -> Path:
+    return PARAMS_DIR / f"tall_{dataset}.yaml"
+
+
+def load_settings(dataset: str, override: Mapping[str, Any] | None = None) -> dict:
+    """``params/tall_<dataset>.yaml`` deep-merged with `override`. Layout::
+
+        protocol: random_split
+        threshold: null
+        params: {fractions: [0.7, 0.1, 0.2], k_core: 10, seed: 0}
+        shards: 2                     # LOCA / LFT / EnLFT work split into this many tasks
+        methods:
+          vae:  {exponent: 0, ...}    # WL with exponent 0
+          wl:   {exponent: 1.5, ...}
+          loca: {n_local: 100, ...}
+          lft:  {...}
+          enlft: {n_anchors: 100, ...}
+          tall: {n_experts: 100, ...}
+          tall_train_slice: {model: tall, gate_source: train_slice}   # extra variants name their model
+    """
+    import yaml
+
+    from recsys.pipeline.pretrain import _merge
+
+    path = params_file(dataset)
+    base = yaml.safe_load(path.read_text()) or {} if path.exists() else {}
+    settings = _merge(base, json.loads(json.dumps(override or {})))
+    if not settings.get("methods"):
+        raise ConfigError(f"no local-stage settings for dataset '{dataset}': write {path} or pass --config cfg FILE "
+                          f"with a 'methods:' section (see params/tall_amazon-digital-music.yaml)")
+    unknown = set(settings) - _KEYS
+    if unknown:
+        raise ConfigError(f"tall settings: unknown key(s) {sorted(unknown)}; expected some of {sorted(_KEYS)}")
+    settings.setdefault("protocol", "random_split")
+    if settings["protocol"] != "random_split":
+        raise ConfigError(f"the local stage evaluates on random_split (LFT / TALL's protocol), got {settings['protocol']!r}")
+    if not isinstance(settings["methods"], Mapping):
+        raise ConfigError("tall settings: methods must be a mapping of method name -> settings")
+    return settings
+
+
+def select_methods(settings: Mapping[str, Any], methods: str | None) -> dict:
+    """Settings narrowed to the comma list `methods` (default all configured), each checked by
+    building its model config (unknown names and bad values stop here, before any training)."""
+    from recsys.models.registry import get_model
+
+    configured = settings["methods"]
+    wanted = [m.strip() for m in methods.split(",") if m.strip()] if methods else list(configured)
+    if not wanted:
+        raise ConfigError("no methods to run: pass --methods vae,wl,loca,lft,enlft,tall")
+    out = copy.deepcopy(dict(settings))
+    chosen = {}
+    for name in wanted:
+        if name not in configured:
+            raise ConfigError(f"unknown method {name!r}; configured for this dataset: {', '.join(configured)}")
+        cfg = dict(configured[name] or {})
+        model = cfg.pop("model", METHOD_MODELS.get(name))
+        if model is None:
+            raise ConfigError(f"method {name!r} needs 'model: <one of {sorted(set(METHOD_MODELS.values()))}>'")
+        klass = get_model(model)
+        klass.Config.from_dict(cfg, model)  # ConfigError naming the bad key / value
+        chosen[name] = {"model": model, "config": cfg}
+    # the base step also trains what the chosen methods start from (LOCA: the VAE; LFT / EnLFT: WL)
+    needed = set()
+    for m in chosen.values():
+        if m["model"] == "loca":
+            needed.add("vae")
+        if m["model"] in ("lft", "enlft"):
+            needed.add(_start_of(m))
+    for name in BASE_METHODS:
+        if name not in chosen and name in needed:
+            cfg = dict(configured.get(name) or {})
+            cfg.pop("model", None)
+            chosen[name] = {"model": "wl", "config": cfg, "base_only": True}
+    out["methods"] = chosen
+    shards = out.get("shards", 1)
+    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
+        raise ConfigError(f"shards must be an integer >= 1, got {shards!r}")
+    return out
+
+
+def prepare(dataset: str, settings: Mapping[str, Any], *, data_dir=None, output_dir=None):
+    """Make and save the random split, and the users' mainstream scores and groups next to it."""
+    from recsys.metrics.groups import mainstream_groups, mainstream_scores
+    from recsys.pipeline.preprocess import prepare_split
+
+    prepared = prepare_split(dataset, "random_split", data_dir=data_dir, threshold=settings.get("threshold"),
+                             dataset_options=settings.get("dataset") or {},
+                             protocol_params=settings.get("params") or {}, output_dir=output_dir)
+    ms = mainstream_scores(prepared.split["train"])
+    groups = mainstream_groups(ms)
+    folder = _mainstream_dir(prepared.path)
+    folder.mkdir(parents=True, exist_ok=True)
+    _save_npy(folder / "mainstream_scores.npy", ms)
+    _save_npy(folder / "mainstream_groups.npy", groups)
+    return prepared
+
+
+def _mainstream_dir(split_path) -> Path:
+    """Mainstream scores / groups sit beside the split (the split folder itself is checksummed)."""
+    return Path(split_path).parent / "mainstream"
+
+
+def _load(split_path):
+    from recsys.protocols import Split
+
+    split = Split.load(split_path)
+    groups = np.load(_mainstream_dir(split_path) / "mainstream_groups.npy")
+    ms = np.load(_mainstream_dir(split_path) / "mainstream_scores.npy")
+    return split, ms, groups
+
+
+def _build(method: Mapping[str, Any], device: str | None, **extra):
+    from recsys.models.registry import build
+
+    cfg = dict(method["config"])
+    if device is not None:
+        cfg.setdefault("device", device)
+    cfg.update(extra)
+    return build(method["model"], **cfg)
+
+
+def train_base(split_path, settings: Mapping[str, Any], out_dir) -> dict:
+    """Train the VAE (WL with exponent 0) and WL; evaluate them; save both models.
+
+    Returns ``{"models": {name: path}, "results": {name: result}}`` (results only for the
+    methods that were asked for)."""
+    split, ms, groups = _load(split_path)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    models, results = {}, {}
+    for name in BASE_METHODS:
+        if name not in settings["methods"]:
+            continue
+        method = settings["methods"][name]
+        start = time.perf_counter()
+        model = _build(method, settings.get("device"))
+        model.fit(split["train"], split["valid"], ms=ms)
+        seconds = time.perf_counter() - start
+        models[name] = str(model.save(out / f"{name}.pt"))
+        if not method.get("base_only"):
+            results[name] = evaluate_method(model, split, groups, name, method, seconds)
+    return {"models": models, "results": results}
+
+
+def plan(settings: Mapping[str, Any], n_users: int) -> list[dict]:
+    """The (method, shard) tasks after the base step: LOCA / LFT / EnLFT in ``shards`` parts, TALL whole."""
+    tasks = []
+    shards = int(settings.get("shards", 1))
+    for name, method in settings["methods"].items():
+        kind = method["model"]
+        if name in BASE_METHODS and kind == "wl":
+            continue
+        if kind == "wl":  # an extra WL variant: one task
+            tasks.append({"method": name, "shard": 0, "n_shards": 1, "items": None})
+            continue
+        if kind in SHARDED:
+            cfg = method["config"]
+            total = {"loca": cfg.get("n_local", 100), "enlft": cfg.get("n_anchors", 100), "lft": n_users}[kind]
+            parts = np.array_split(np.arange(total), min(shards, total))
+            tasks += [{"method": name, "shard": j, "n_shards": len(parts), "items": p.tolist()}
+                      for j, p in enumerate(parts)]
+        else:
+            tasks.append({"method": name, "shard": 0, "n_shards": 1, "items": None})
+    return tasks
+
+
+def _base_model(base: Mapping[str, Any], name: str, device):
+    from recsys.models.base import Model
+
+    return Model.load(base["models"][name], device=device)
+
+
+def run_task(split_path, base: Mapping[str, Any], task: Mapping[str, Any], settings: Mapping[str, Any], out_dir) -> dict:
+    """Do one task; its tensors go to a file under `out_dir`; returns the task with ``path`` and seconds."""
+    split, ms, _ = _load(split_path)
+    name = task["method"]
+    method = settings["methods"][name]
+    kind = method["model"]
+    device = settings.get("device")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.shard{task['shard']}.pt"
+    start = time.perf_counter()
+    train, valid = split["train"], split["valid"]
+    import torch
+
+    items = np.asarray(task["items"], dtype=np.int64) if task["items"] is not None else None
+    if kind == "loca":
+        model = _build(method, device).prepare(train, valid, global_model=_base_model(base, "vae", device))
+        payload = {"bank": model.fit_locals(valid, items).state_dict(), "items": items,
+                   "history": model.history_}
+    elif kind in ("lft", "enlft"):
+        model = _build(method, device).prepare(train, valid, base_model=_base_model(base, _start_of(method), device))
+        if kind == "lft":
+            payload = {"scores": torch.from_numpy(model.finetune_users(items)), "items": items, "history": model.history_}
+        else:
+            payload = {"bank": model.fit_anchors(items).state_dict(), "items": items, "history": model.history_}
+    else:  # tall, or an extra wl variant: one whole model
+        model = _build(method, device)
+        model.fit(train, valid, ms=ms) if kind == "wl" else model.fit(train, valid)
+        model.save(path)
+        return {**task, "path": str(path), "seconds": time.perf_counter() - start}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return {**task, "path": str(path), "seconds": time.perf_counter() - start}
+
+
+def _start_of(method: Mapping[str, Any]) -> str:
+    """LFT / EnLFT fine-tune WL (LFT's paper) unless ``base_exponent: 0`` asks for the plain VAE."""
+    return "vae" if float(method["config"].get("base_exponent", 1.5)) == 0 else "wl"
+
+
+def assemble(split_path, base: Mapping[str, Any], name: str, outputs: list[Mapping[str, Any]],
+             settings: Mapping[str, Any], out_dir) -> dict:
+    """Put a method's shards together into one model, save it, evaluate it."""
+    import torch
+
+    from recsys.models.base import Model
+    from recsys.models.local.bank import ExpertBank
+
+    split, ms, groups = _load(split_path)
+    method = settings["methods"][name]
+    kind, device = method["model"], settings.get("device")
+    outputs = sorted(outputs, key=lambda o: o["shard"])
+    seconds = sum(o["seconds"] for o in outputs)
+    train, valid = split["train"], split["valid"]
+    if kind in ("loca", "lft", "enlft"):
+        parts = [torch.load(o["path"], map_location="cpu", weights_only=False) for o in outputs]
+        if kind == "loca":
+            model = _build(method, device).prepare(train, valid, global_model=_base_model(base, "vae", device))
+        else:
+            model = _build(method, device).prepare(train, valid, base_model=_base_model(base, _start_of(method), device))
+        for p in parts:
+            model.history_ += p["history"]
+        if kind == "lft":
+            for p in parts:
+                model.set_scores(p["items"], p["scores"].numpy())
+        else:
+            banks = []
+            for p in parts:
+                bank = model._new_bank(len(p["items"]))
+                bank.load_state_dict(p["bank"])
+                banks.append(bank)
+            model.local_ = ExpertBank.concat(banks)
+        model.best_epoch_ = None
+    else:
+        model = Model.load(outputs[0]["path"], device=device)
+    path = model.save(Path(out_dir) / f"{name}.pt")
+    result = evaluate_method(model, split, groups, name, method, seconds)
+    result["files"] = {"model": {"path": str(Path(path).resolve()), "sha256": sha256_file(path)}}
+    result["shards"] = len(outputs)
+    return result
+
+
+def evaluate_method(model, split, groups: np.ndarray, name: str, method: Mapping[str, Any], seconds: float) -> dict:
+    """Test P / R / NDCG @ {1, 5, 10, 20} overall, NDCG@20 per mainstream group, and the protocol record."""
+    from recsys.metrics.groups import group_report
+
+    res = model.evaluate_users(split["test"], ks=REPORT_KS, metrics=REPORT_METRICS)
+    valid = model.evaluate_users(split["valid"], ks=REPORT_KS, metrics=REPORT_METRICS)
+    report = group_report({GROUP_METRIC: res.per_user[GROUP_METRIC]}, groups, users=res.users)
+    cfg = model.config.to_dict()
+    history = getattr(model, "history_", []) or []
+    return {
+        "method": name,
+        "model": method["model"],
+        "config": cfg,
+        "protocol": split.protocol,
+        "split_seed": split.seed,
+        "split_params": split.params,
+        "recall_denominator": "n",
+        "metric_definitions": res.definitions(),
+        "test": res.mean(),
+        "valid": valid.mean(),
+        "groups": {g: v[GROUP_METRIC] for g, v in report["groups"].items()},
+        "group_sizes": {g: v["n_users"] for g, v in report["groups"].items()},
+        "overall_" + GROUP_METRIC: report["overall"][GROUP_METRIC],
+        "gate_uses_validation_labels": bool(method["model"] == "tall" and cfg.get("gate_source") == "valid"),
+        "epochs": len([h for h in history if "epoch" in h]),
+        "best_epoch": getattr(model, "best_epoch_", None),
+        "train_seconds": round(seconds, 3),
+        "device": str(model.device),
+    }
+
+
+def group_table(results: Mapping[str, Mapping[str, Any]]) -> list[dict]:
+    """One row per method: NDCG@20 overall and per mainstream group (low -> high), seconds."""
+    rows = []
+    for name, r in results.items():
+        row = {"method": name, "ndcg@20": round(r["test"][GROUP_METRIC], 4)}
+        row.update({g: (round(v, 4) if v is not None else None) for g, v in r["groups"].items()})
+        row["train_seconds"] = r["train_seconds"]
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    cols = list(rows[0])
+    lines = ["  ".join(f"{c:>12}" for c in cols)]
+    lines += ["  ".join(f"{r[c]!s:>12}" for c in cols) for r in rows]
+    return "\n".join(lines)
+
+
+def group_plot_png(results: Mapping[str, Mapping[str, Any]]) -> bytes:
+    """Bar plot: NDCG@20 per mainstream group (x) per method (bars)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    groups = list(next(iter(results.values()))["groups"])
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    width = 0.8 / max(1, len(names))
+    for j, name in enumerate(names):
+        vals = [results[name]["groups"][g] or 0.0 for g in groups]
+        ax.bar(np.arange(len(groups)) + j * width - 0.4 + width / 2, vals, width, label=name)
+    ax.set_xticks(np.arange(len(groups)), groups)
+    ax.set_ylabel("test NDCG@20")
+    ax.set_xlabel("mainstream group (low -> high)")
+    ax.legend(fontsize=8, ncol=min(len(names), 4))
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def run_all(dataset: str, settings: Mapping[str, Any], *, data_dir=None, output_dir) -> dict:
+    """The whole stage in one process (the notebook's path; the flow runs the same calls as steps)."""
+    out = Path(output_dir)
+    prepared = prepare(dataset, settings, data_dir=data_dir, output_dir=out / "split")
+    base = train_base(prepared.path, settings, out / "models")
+    results = dict(base["results"])
+    tasks = plan(settings, prepared.split["train"].shape[0])
+    outputs: dict[str, list] = {}
+    for task in tasks:
+        outputs.setdefault(task["method"], []).append(run_task(prepared.path, base, task, settings, out / "shards"))
+    for name, outs in outputs.items():
+        results[name] = assemble(prepared.path, base, name, outs, settings, out / "models")
+    order = [m for m in settings["methods"] if m in results]
+    return {"stats": prepared.stats, "results": {m: results[m] for m in order}, "split_path": str(prepared.path)}
+
+
+def default_run_dir(dataset: str, run_id: str) -> Path:
+    return default_output_root() / "tall" / dataset / str(run_id)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> Path:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(array))
+    return path
