@@ -1,0 +1,266 @@
+"""Local / mixture-of-experts stage: the batched expert bank against separate modules, its
+optimiser, hand-made cases for weights, kernels, anchors, the TALL gate and adaptive weights,
+and that every method beats most-popular on held-out data."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from recsys.data.synthetic import make_synthetic
+from recsys.errors import ConfigError, DataError
+from recsys.models.autoencoders.multvae import multinomial_nll
+from recsys.models.base import Model
+from recsys.models.baselines import MostPopular
+from recsys.models.local import LFT, LOCA, TALL, WL, AdaptiveWeights, BankAdam, EnLFT, ExpertBank, wl_weights
+from recsys.models.local.bank import bank_kl, bank_nll
+from recsys.models.local.neighbourhoods import (
+    angular_distance, enlft_anchors, kernel, local_sets, select_anchors, smoothed_rows,
+)
+from recsys.models.local.tall import train_slice
+from recsys.models.registry import build
+from recsys.protocols import random_split
+from recsys.training.batches import SparseRows
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _rows(n_users=6, n_items=9, seed=0, density=0.4) -> sp.csr_matrix:
+    x = sp.random(n_users, n_items, density=density, format="csr", random_state=seed, dtype=np.float32)
+    x.data[:] = 1.0
+    return x
+
+
+# ---- the bank is E independent Mult-VAEs ---------------------------------------------------------
+
+
+def _single_logits(bank: ExpertBank, e: int, x: torch.Tensor) -> torch.Tensor:
+    """Expert e as a plain dense Mult-VAE forward at its mean (the reference: one module alone)."""
+    xn = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    h = xn @ bank.w_in[:, e, :] + bank.b_in[e]
+    return h[:, : bank.hidden] @ bank.w_out[e] + bank.b_out[e]
+
+
+def test_bank_matches_separate_modules_in_shared_and_grouped_layouts():
+    torch.manual_seed(0)
+    bank = ExpertBank(3, 9, 4).eval()
+    x = _rows()
+    dense = torch.from_numpy(x.toarray())
+    logits = bank(SparseRows.from_csr(x, "cpu"))[0]
+    for e in range(3):
+        torch.testing.assert_close(logits[e], _single_logits(bank, e, dense), atol=1e-5, rtol=1e-5)
+    # grouped: expert e reads its own rows (here rows 2e, 2e+1)
+    grouped = bank(SparseRows.from_csr(x, "cpu"), grouped=True)[0]
+    for e in range(3):
+        torch.testing.assert_close(grouped[e], _single_logits(bank, e, dense[2 * e: 2 * e + 2]), atol=1e-5, rtol=1e-5)
+
+
+def test_bank_losses_equal_the_single_model_losses():
+    torch.manual_seed(1)
+    bank = ExpertBank(2, 9, 4).eval()
+    x = _rows(seed=3)
+    rows = SparseRows.from_csr(x, "cpu")
+    logits, mu, logvar = bank(rows)
+    nll = bank_nll(logits, rows)
+    for e in range(2):
+        torch.testing.assert_close(nll[e], multinomial_nll(logits[e], rows))
+    kl = bank_kl(mu, logvar)
+    expected = 0.5 * (-logvar[1] + logvar[1].exp() + mu[1] ** 2 - 1).sum(1)
+    torch.testing.assert_close(kl[1], expected)
+
+
+def test_bank_adam_equals_torch_adam_and_leaves_idle_experts_alone():
+    torch.manual_seed(2)
+    bank = ExpertBank(2, 9, 4)
+    single = ExpertBank(1, 9, 4)
+    single.load_state_dict({k: v for k, v in bank.select([0]).state_dict().items()})
+    idle_before = {n: p.detach()[(slice(None), 1) if n == "w_in" else 1].clone() for n, p in bank.named_parameters()}
+    bank.eval(), single.eval()  # mean codes: no sampling noise, so both see the same gradients
+    opt = BankAdam(bank, lr=0.01, weight_decay=0.1)
+    ref = torch.optim.Adam(single.parameters(), lr=0.01, weight_decay=0.1)
+    rows = SparseRows.from_csr(_rows(seed=5), "cpu")
+    for _ in range(3):
+        opt.zero_grad()
+        ref.zero_grad()
+        bank_nll(bank(rows)[0], rows).sum().backward()
+        bank_nll(single(rows)[0], rows).sum().backward()
+        opt.step(torch.tensor([True, False]))
+        ref.step()
+    for n, p in bank.named_parameters():
+        mine = p.detach()[:, 0] if n == "w_in" else p.detach()[0]
+        theirs = getattr(single, n).detach()[:, 0] if n == "w_in" else getattr(single, n).detach()[0]
+        torch.testing.assert_close(mine, theirs, atol=1e-6, rtol=1e-5)
+        idle = p.detach()[:, 1] if n == "w_in" else p.detach()[1]
+        torch.testing.assert_close(idle, idle_before[n])
+
+
+# ---- hand-made cases -------------------------------------------------------------------------------
+
+
+def test_wl_weights_hand_computed():
+    w = wl_weights(np.array([0.1, 0.2, 0.3]), exponent=1.5)
+    raw = np.array([1.0, 0.5 ** 1.5, 0.0])
+    np.testing.assert_allclose(w, raw / raw.mean())
+    np.testing.assert_allclose(wl_weights(np.array([0.1, 0.2, 0.3]), exponent=0), 1.0)
+    np.testing.assert_allclose(wl_weights(np.array([0.2, 0.2])), 1.0)
+
+
+def test_angular_distance_and_kernels_hand_computed():
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    d = angular_distance(a[:1], a)
+    torch.testing.assert_close(d, torch.tensor([[0.0, 1.0, 2.0]]), atol=1e-3, rtol=0)
+    dist = torch.tensor([0.0, 0.4, 0.8, 1.0])
+    torch.testing.assert_close(kernel(dist, 0.8), torch.tensor([0.75, 0.5625, 0.0, 0.0]))
+    torch.testing.assert_close(kernel(dist, 0.8, "uniform"), torch.tensor([1.0, 1.0, 0.0, 0.0]))
+    torch.testing.assert_close(kernel(dist, 0.8, "triangular"), torch.tensor([1.0, 0.5, 0.0, 0.0]))
+    with pytest.raises(ConfigError, match="kernel must be one of"):
+        kernel(dist, 0.8, "gaussian")
+
+
+def test_coverage_anchors_take_the_biggest_uncovered_cluster_first():
+    # three direction clusters of sizes 2, 5, 3 (angles far apart: a narrow kernel covers one cluster)
+    angles = [0.0] * 2 + [1.6] * 5 + [3.2] * 3
+    emb = torch.tensor([[math.cos(t), math.sin(t)] for t in angles])
+    anchors = select_anchors(emb, 3, "coverage", bandwidth=0.2, stride=1)
+    assert [angles[a] for a in anchors] == [1.6, 3.2, 0.0]
+    assert list(anchors) == [2, 7, 0]  # ties: lowest index
+    rnd = select_anchors(emb, 4, "random", seed=1)
+    assert len(set(rnd)) == 4
+    km = select_anchors(emb, 3, "kmeans", seed=0)
+    assert sorted({angles[a] for a in km}) == [0.0, 1.6, 3.2]
+    with pytest.raises(ConfigError, match="number of anchors"):
+        select_anchors(emb, 11)
+
+
+def test_enlft_anchors_central_then_diverse():
+    # users 0-3 share items 0-2 (a dense centre), users 4-5 share items 5-6 (a separate niche)
+    x = sp.csr_matrix(np.array([
+        [1, 1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0, 0], [1, 1, 1, 1, 0, 0, 0],
+        [0, 0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 0, 1, 1]], dtype=np.float32))
+    anchors, sim = enlft_anchors(x, 2)
+    assert anchors[0] in (0, 1, 3) and anchors[1] in (4, 5)
+    np.testing.assert_allclose(sim[anchors[1], 1], 1.0, atol=1e-6)
+    sets = local_sets(x, np.array([4]), t=0.5, min_size=1)
+    assert sorted(sets[0]) == [4, 5]
+    assert len(local_sets(x, np.array([4]), t=0.5, min_size=3)[0]) == 3
+
+
+def test_smoothed_rows_mix_in_jaccard_neighbours():
+    x = sp.csr_matrix(np.array([[1, 1, 0], [1, 1, 1], [0, 0, 1]], dtype=np.float32))
+    s = smoothed_rows(x, alpha=0.5, threshold=0.5, min_neighbours=1).toarray()
+    # user 0's only neighbour above 0.5 is user 1 (Jaccard 2/3): 0.5 * x0 + 0.5 * x1
+    np.testing.assert_allclose(s[0], [1.0, 1.0, 0.5])
+
+
+def test_tall_gate_hand_computed():
+    logits = torch.tensor([[[2.0, 1.0, 0.0]], [[0.0, 0.0, 3.0]]])  # [E=2, B=1, I=3]
+    rows = SparseRows.from_csr(sp.csr_matrix(np.array([[1, 0, 0]], dtype=np.float32)), "cpu")
+    gate_rows = SparseRows.from_csr(sp.csr_matrix(np.array([[0, 1, 0]], dtype=np.float32)), "cpu")
+    loss = TALL.gate_loss(logits, rows, gate_rows)
+    # expert 0: item 0's logit zeroed -> softmax over [0, 1, 0]; item 1's loss = -log(e / (2 + e))
+    l0 = -math.log(math.e / (2 + math.e))
+    l1 = -math.log(1 / (2 + math.exp(3)))
+    torch.testing.assert_close(loss[:, 0], torch.tensor([l0, l1]))
+    gate = TALL(n_experts=2).gate(logits, rows, gate_rows)
+    expected = torch.softmax(torch.tensor([1 / l0, 1 / l1]), 0)
+    torch.testing.assert_close(gate[:, 0], expected)
+    assert gate[0, 0] > gate[1, 0]  # the expert that predicts the gate item better weighs more
+
+
+def test_adaptive_weights_gap_window_and_formula():
+    aw = AdaptiveWeights(3, gap=2, window=2, alpha=0.1)
+    for losses in ([5.0, 5.0, 5.0], [4.0, 5.0, 5.0], [3.0, 4.0, 5.0], [3.0, 3.0, 5.0]):
+        aw.record(np.array(losses))
+    np.testing.assert_allclose(aw.weights(2), 1.0)  # inside the gap
+    d = np.array([0.5, 1.0, 0.0])  # mean decrease over the last two epochs
+    expected = np.maximum((d - d.mean() + 0.2) / 0.2, 1e-8)
+    np.testing.assert_allclose(aw.weights(3), expected)
+    assert aw.weights(3)[2] == 1e-8  # a user whose loss stopped falling is switched off
+
+
+def test_train_slice_keeps_an_input_item_and_partitions_the_rows():
+    x = _rows(20, 15, seed=4, density=0.3)
+    inp, sl = train_slice(x, 0.2, seed=0)
+    assert (inp + sl != x).nnz == 0 and inp.multiply(sl).nnz == 0
+    n = np.diff(x.indptr)
+    assert (np.diff(inp.indptr)[n >= 1] >= 1).all()
+    np.testing.assert_array_equal(np.diff(sl.indptr), np.where(n >= 2, np.minimum(np.ceil(0.2 * n), n - 1), 0))
+
+
+# ---- each method learns ------------------------------------------------------------------------------
+
+QUICK = dict(hidden=32, lr=1e-2, weight_decay=0.0, batch_size=128, epochs=30, patience=8, device="cpu", seed=0)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return random_split(make_synthetic(n_users=400, n_items=120, seed=5).df, k_core=3, seed=0)
+
+
+@pytest.fixture(scope="module")
+def base(data):
+    return WL(exponent=1.5, **QUICK).fit(data["train"], data["valid"])
+
+
+def _ndcg(model, data) -> float:
+    if isinstance(model, MostPopular):
+        return model.evaluate(data["train"], data["test"], recall_denominator="n", ks=(20,),
+                              metrics=("ndcg",)).mean()["ndcg@20"]
+    return model.evaluate_users(data["test"], ks=(20,), metrics=("ndcg",)).mean()["ndcg@20"]
+
+
+@pytest.mark.parametrize("name", ["vae", "wl", "loca", "lft", "enlft", "tall", "tall_train_slice"])
+def test_each_method_beats_most_popular(data, base, name):
+    tr, va = data["train"], data["valid"]
+    if name == "vae":
+        model = WL(exponent=0.0, **QUICK).fit(tr, va)
+    elif name == "wl":
+        model = base
+    elif name == "loca":
+        model = LOCA(n_local=4, coverage_stride=1, **{**QUICK, "total_anneal_steps": 0}).fit(tr, va)
+    elif name == "lft":
+        model = LFT(local_epochs=3, max_local=100, group=200, **QUICK).fit(tr, va, base_model=base)
+    elif name == "enlft":
+        model = EnLFT(local_epochs=3, max_local=100, n_anchors=8, **QUICK).fit(tr, va, base_model=base)
+    else:
+        gate = "valid" if name == "tall" else "train_slice"
+        model = TALL(n_experts=4, gap=5, window=3, gate_source=gate,
+                     **{**QUICK, "weight_decay": 1e-5, "total_anneal_steps": 0, "epochs": 40, "patience": 10}).fit(tr, va)
+    pop = _ndcg(MostPopular(device="cpu").fit(tr), data)
+    assert _ndcg(model, data) > 1.2 * pop, name
+
+
+def test_tall_early_stops_and_records_adaptive_weights(data):
+    model = TALL(n_experts=3, gap=2, window=2, **{**QUICK, "epochs": 6, "patience": None}).fit(data["train"], data["valid"])
+    h = model.history_
+    assert len(h) == 6 and all(r["weight_min"] == r["weight_max"] == 1.0 for r in h[:2])
+    assert h[-1]["weight_max"] > h[-1]["weight_min"]  # adaptive weights switched on after the gap
+    assert 1 <= model.best_epoch_ <= 6
+
+
+def test_local_models_save_and_load(tmp_path, data, base):
+    loca = LOCA(n_local=2, coverage_stride=1, **{**QUICK, "epochs": 2}).fit(data["train"], data["valid"])
+    for model in (base, loca):
+        path = model.save(tmp_path / f"{model.name}.pt")
+        again = Model.load(path)
+        users = np.arange(10)
+        torch.testing.assert_close(again.score_users(users), model.score_users(users))
+
+
+def test_bad_input_stops_with_clear_errors(data):
+    with pytest.raises(ConfigError, match="unknown tall config key 'n_expert'"):
+        build("tall", n_expert=3)
+    with pytest.raises(ConfigError, match="gate_source must be one of"):
+        TALL(gate_source="test")
+    with pytest.raises(ConfigError, match="needs valid="):
+        TALL(patience=None).fit(data["train"])
+    with pytest.raises(DataError, match="must align with train"):
+        WL(**QUICK).fit(data["train"], data["valid"][:10])
+    with pytest.raises(ConfigError, match="n_local=9999 exceeds"):
+        LOCA(n_local=9999, **QUICK).fit(data["train"], data["valid"])
+    with pytest.raises(DataError, match="user ids must be in"):
+        WL(**{**QUICK, "epochs": 1}).fit(data["train"], data["valid"]).score_users([10**6])
