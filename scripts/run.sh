@@ -8,4 +8,4 @@ bash scripts/install.sh
 if [ -z "${METAFLOW_USER:-}" ] && { [ -z "${USER:-}" ] || [ "${USER:-}" = root ]; } && { [ -z "${USERNAME:-}" ] || [ "${USERNAME:-}" = root ]; }; then
   export METAFLOW_USER=recsys
 fi
-exec .venv/bin/python flows/preprocess_flow.py --no-pylint run --max-workers 2 "$@"
+exec .venv/bin/python flows/tall_flow.py --no-pylint run --max-workers 2 "$@"
