@@ -264,3 +264,20 @@ def test_bad_input_stops_with_clear_errors(data):
         LOCA(n_local=9999, **QUICK).fit(data["train"], data["valid"])
     with pytest.raises(DataError, match="user ids must be in"):
         WL(**{**QUICK, "epochs": 1}).fit(data["train"], data["valid"]).score_users([10**6])
+
+
+def test_gate_loss_matches_the_plain_formula_and_its_gradient():
+    torch.manual_seed(4)
+    logits = (3 * torch.randn(3, 5, 8, dtype=torch.float64)).requires_grad_()
+    x, v = _rows(5, 8, seed=6, density=0.3), _rows(5, 8, seed=7, density=0.2)
+    v = v - v.multiply(x)  # gate items are never input items
+    v.eliminate_zeros()
+    rows, gate_rows = SparseRows.from_csr(x, "cpu"), SparseRows.from_csr(sp.csr_matrix(v), "cpu")
+    mask = torch.from_numpy(x.toarray()).double()
+    target = torch.from_numpy(sp.csr_matrix(v).toarray()).double()
+
+    def plain(lg):  # TALL's code: -log(exp(l) / sum exp(l * (1 - x))) summed over the gate items
+        return (-(lg - torch.logsumexp(lg * (1 - mask), dim=2, keepdim=True)) * target).sum(2)
+
+    torch.testing.assert_close(TALL.gate_loss(logits, rows, gate_rows), plain(logits))
+    assert torch.autograd.gradcheck(lambda lg: TALL.gate_loss(lg, rows, gate_rows), (logits,))
