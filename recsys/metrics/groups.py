@@ -15,6 +15,54 @@ from recsys.training.device import pick_device
 GROUP_NAMES = ("low", "med-low", "medium", "med-high", "high")
 
 
+def binary_rows(train: sp.spmatrix) -> sp.csr_matrix:
+    """Item sets as a float32 CSR of ones (ratings and repeat counts do not matter), sorted indices."""
+    x = sp.csr_matrix(train, dtype=np.float32, copy=True)
+    x.sum_duplicates()  # also sorts the column indices
+    x.eliminate_zeros()
+    x.data[:] = 1.0
+    return x
+
+
+def sparse_csr_tensor(x: sp.csr_matrix, device: "torch.device") -> "torch.Tensor":
+    """A scipy CSR as a torch sparse CSR tensor on `device` (CSR @ dense is ~15x faster than COO on CPU)."""
+    with warnings.catch_warnings():  # "sparse CSR is beta"
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(x.indptr.astype(np.int64)),
+            torch.from_numpy(x.indices.astype(np.int64)),
+            torch.from_numpy(x.data.astype(np.float32)),
+            size=x.shape,
+            check_invariants=False,  # built from a valid scipy CSR
+        ).to(device)
+
+
+@torch.no_grad()
+def jaccard_blocks(x: sp.csr_matrix, batch_size: int = 1024, device: "torch.device | str | None" = None):
+    """Yield ``(start, J)`` with J [b, U] the Jaccard similarity of users start..start+b-1 (rows of
+    the binary matrix `x`, see :func:`binary_rows`) with every user, the self-similarity set to 0.
+
+    Intersections come from X_b · Xᵀ (sparse X on the device times a dense batch of rows), unions
+    from |I_u| + |I_v| − |I_u ∩ I_v|; only a [b, |U|] block exists at a time. An empty pair has
+    Jaccard 0.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    device = pick_device(device)
+    xt = sparse_csr_tensor(x, device)
+    size = torch.from_numpy(np.diff(x.indptr).astype(np.float32)).to(device)
+    n_users = x.shape[0]
+    for start in range(0, n_users, batch_size):
+        stop = min(start + batch_size, n_users)
+        dense = torch.from_numpy(x[start:stop].toarray()).to(device)  # [b, I]
+        inter = torch.sparse.mm(xt, dense.T).T  # [b, U]: |I_u ∩ I_v|
+        union = size[start:stop, None] + size[None, :] - inter
+        jac = torch.where(union > 0, inter / union.clamp(min=1), 0.0)
+        rows = torch.arange(stop - start, device=device)
+        jac[rows, start + rows] = 0.0  # drop the user's similarity with itself
+        yield start, jac
+
+
 @torch.no_grad()
 def mainstream_scores(train: sp.spmatrix, batch_size: int = 1024, device: "torch.device | str | None" = None) -> np.ndarray:
     """MS_similarity (Zhu & Caverlee): for each user u,
@@ -22,40 +70,15 @@ def mainstream_scores(train: sp.spmatrix, batch_size: int = 1024, device: "torch
         MS(u) = 1/(|U|-1) · Σ_{v≠u} |I_u ∩ I_v| / |I_u ∪ I_v|,
 
     the mean Jaccard similarity of u's item set (stored non-zeros of its row) with every
-    other user's. Intersections come from X · X_bᵀ (sparse X on the device times a dense
-    batch of rows), unions from |I_u| + |I_v| − |I_u ∩ I_v|; only a [|U|, batch] block exists
-    at a time. An empty pair has Jaccard 0, so users with empty rows score 0.
+    other user's (:func:`jaccard_blocks`). Users with empty rows score 0.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-    x = sp.csr_matrix(train, dtype=np.float32, copy=True)
-    x.sum_duplicates()  # also sorts the column indices
-    x.eliminate_zeros()
-    x.data[:] = 1.0  # item sets: ratings / repeat counts do not matter
+    x = binary_rows(train)
     n_users = x.shape[0]
     if n_users < 2:
         raise DataError(f"mainstream scores need at least 2 users, got {n_users}")
-    device = pick_device(device)
-    with warnings.catch_warnings():  # "sparse CSR is beta": CSR @ dense is ~15x faster than COO on CPU
-        warnings.simplefilter("ignore", UserWarning)
-        xt = torch.sparse_csr_tensor(
-            torch.from_numpy(x.indptr.astype(np.int64)),
-            torch.from_numpy(x.indices.astype(np.int64)),
-            torch.from_numpy(x.data),
-            size=x.shape,
-            check_invariants=False,  # built from a valid scipy CSR
-        ).to(device)
-    size = torch.from_numpy(np.diff(x.indptr).astype(np.float32)).to(device)
     out = np.empty(n_users)
-    for start in range(0, n_users, batch_size):
-        stop = min(start + batch_size, n_users)
-        dense = torch.from_numpy(x[start:stop].toarray()).to(device)  # [B, I]
-        inter = torch.sparse.mm(xt, dense.T)  # [U, B]: |I_v ∩ I_u|
-        union = size[:, None] + size[start:stop][None, :] - inter
-        jac = torch.where(union > 0, inter / union.clamp(min=1), 0.0)
-        cols = torch.arange(stop - start, device=device)
-        jac[start + cols, cols] = 0.0  # drop the user's similarity with itself
-        out[start:stop] = (jac.sum(0, dtype=torch.float64) / (n_users - 1)).cpu().numpy()
+    for start, jac in jaccard_blocks(x, batch_size, device):
+        out[start:start + jac.shape[0]] = (jac.sum(1, dtype=torch.float64) / (n_users - 1)).cpu().numpy()
     return out
 
 

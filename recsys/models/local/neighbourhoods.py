@@ -7,7 +7,6 @@ kept except where the method itself needs it (EnLFT's anchor columns: |U| x n_an
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import scipy.sparse as sp
@@ -15,6 +14,7 @@ import torch
 from torch import Tensor
 
 from recsys.errors import ConfigError, DataError
+from recsys.metrics.groups import binary_rows, jaccard_blocks, sparse_csr_tensor
 
 KERNELS = ("epanechnikov", "uniform", "triangular")
 ANCHOR_METHODS = ("coverage", "random", "kmeans")
@@ -131,45 +131,18 @@ def _kmeans_anchors(x: Tensor, k: int, seed: int, iters: int = 50) -> np.ndarray
 # ---- LFT / EnLFT ------------------------------------------------------------------------------
 
 
-def _binary(train: sp.spmatrix) -> sp.csr_matrix:
-    x = sp.csr_matrix(train, dtype=np.float32, copy=True)
-    x.sum_duplicates()
-    x.eliminate_zeros()
-    x.data[:] = 1.0
-    return x
-
-
-def _sparse_tensor(x: sp.csr_matrix, device: torch.device) -> Tensor:
-    with warnings.catch_warnings():  # "sparse CSR is beta"
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(
-            torch.from_numpy(x.indptr.astype(np.int64)), torch.from_numpy(x.indices.astype(np.int64)),
-            torch.from_numpy(x.data.astype(np.float32)), size=x.shape, check_invariants=False,
-        ).to(device)
-
-
 def smoothed_rows(train: sp.spmatrix, *, alpha: float = 0.7, threshold: float = 0.1, min_neighbours: int = 10,
                   device: torch.device | str = "cpu", block: int = 1024) -> sp.csr_matrix:
     """LFT's smoothed user rows: alpha * x_u + (1 - alpha) * mean of the rows of u's Jaccard
     neighbours (Jaccard > `threshold`, self excluded; fewer than `min_neighbours` -> the
     `min_neighbours` most similar users instead). Binary x; returns a sparse [U, I] matrix."""
-    x = _binary(train)
+    x = binary_rows(train)
     n_users = x.shape[0]
     if n_users < 2:
         raise DataError(f"LFT neighbourhoods need at least 2 users, got {n_users}")
     k = min(min_neighbours, n_users - 1)
-    device = torch.device(device)
-    xt = _sparse_tensor(x, device)
-    size = torch.from_numpy(np.diff(x.indptr).astype(np.float32)).to(device)
     rows, cols, vals = [], [], []
-    for start in range(0, n_users, block):
-        stop = min(start + block, n_users)
-        dense = torch.from_numpy(x[start:stop].toarray()).to(device)
-        inter = torch.sparse.mm(xt, dense.T).T  # [b, U]
-        union = size[start:stop, None] + size[None, :] - inter
-        jac = torch.where(union > 0, inter / union.clamp_min(1), 0.0)
-        ar = torch.arange(stop - start, device=device)
-        jac[ar, start + ar] = 0.0  # as LFT: the diagonal is zeroed, so a user is not its own neighbour
+    for start, jac in jaccard_blocks(x, block, device):  # the diagonal is 0: a user is not its own neighbour
         nb = jac > threshold
         few = nb.sum(1) < k
         if few.any() and k > 0:
@@ -207,7 +180,7 @@ def _unit(rows: sp.csr_matrix, device: torch.device) -> tuple[sp.csr_matrix, Ten
     """Rows scaled to unit L2 norm, as CSR and as a sparse tensor on `device`."""
     norms = np.sqrt(np.asarray(rows.multiply(rows).sum(1)).ravel()).astype(np.float32)
     unit = sp.csr_matrix(sp.diags(1.0 / np.maximum(norms, 1e-12)) @ rows, dtype=np.float32)
-    return unit, _sparse_tensor(unit, device)
+    return unit, sparse_csr_tensor(unit, device)
 
 
 def cosine_rows(rows: sp.csr_matrix, users: np.ndarray, device: torch.device | str = "cpu", block: int = 1024,
