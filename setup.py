@@ -31,7 +31,17 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "dev": ["pytest>=8", "nbformat>=5"],
+        "dev": [
+            "pytest>=8",
+            "nbformat>=5",
+            # tests/deploy: Metaflow deploys to a local moto server (S3, Batch, Step Functions);
+            # boto3 >= 1.34 honours AWS_ENDPOINT_URL; Argo templates need the kubernetes client.
+            # kubernetes 37.0.2 wants python-dateutil>=3, botocore <3: without the cap pip
+            # backtracks through hundreds of botocore releases. Tested: moto 5.2.5, kubernetes 37.0.1.
+            "boto3>=1.34",
+            "moto[server]>=5.1",
+            "kubernetes>=30,<37.0.2",
+        ],
     },
     license="Apache-2.0",
 )

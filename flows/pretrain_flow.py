@@ -18,7 +18,7 @@ from metaflow import Config, FlowSpec, Parameter, card, current, project, resour
 class PretrainFlow(FlowSpec):
     """Split -> one training task per model (foreach) -> comparison table and learning curves."""
 
-    cfg = Config("cfg", default_value={},
+    cfg = Config("cfg", default_value={}, parser="yaml.safe_load",
                  help="YAML merged over params/pretrain_<dataset>.yaml (same layout)")
     dataset = Parameter("dataset", default="amazon-digital-music", help="registered dataset name")
     protocol = Parameter("protocol", default="",

@@ -23,7 +23,8 @@ from metaflow import Config, FlowSpec, Parameter, card, current, project, resour
 class TallFlow(FlowSpec):
     """split + mainstream groups -> VAE and WL -> foreach (method, shard) -> assemble, evaluate, card."""
 
-    cfg = Config("cfg", default_value={}, help="YAML merged over params/tall_<dataset>.yaml (same layout)")
+    cfg = Config("cfg", default_value={}, parser="yaml.safe_load",
+                 help="YAML merged over params/tall_<dataset>.yaml (same layout)")
     dataset = Parameter("dataset", default="amazon-digital-music", help="registered dataset name")
     methods = Parameter("methods", default="",
                         help="comma list of methods (default: all in the params file: vae,wl,loca,lft,enlft,tall,...)")

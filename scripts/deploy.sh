@@ -21,7 +21,8 @@
 #                                   package (only flows/ and, through flows/recsys, the package do)
 # Environment:
 #   PYTHON           interpreter (default: .venv/bin/python when there is one, else python3)
-#   RECSYS_DATASET   whose params/tall_<dataset>.yaml to bake in (default amazon-digital-music)
+#   RECSYS_DATASET   whose params/tall_<dataset>.yaml to bake in (default: the ARGS' --dataset, else
+#                    amazon-digital-music); deploy one workflow per dataset (say with --branch)
 #   RECSYS_PARAMS    a different settings file (YAML, same layout) to bake in
 #   RECSYS_IMAGE     container image holding the project's dependencies (torch, numpy, ...)
 #   RECSYS_K8S_PVC   a PersistentVolumeClaim mounted at RECSYS_SHARED_DIR (Kubernetes / Argo)
@@ -46,10 +47,14 @@ if [ -z "${METAFLOW_USER:-}" ] && { [ -z "${USER:-}" ] || [ "${USER:-}" = root ]
 fi
 
 # @project options belong before the command; everything else after it.
+# A run's `--dataset NAME` also picks the settings file to bake in (unless RECSYS_DATASET is set).
 project=()
 args=()
+run_dataset=
 while [ $# -gt 0 ]; do
   case $1 in
+    --dataset) args+=("$1"); [ $# -ge 2 ] && { run_dataset=$2; args+=("$2"); shift; } ;;
+    --dataset=*) args+=("$1"); run_dataset=${1#--dataset=} ;;
     --production) project+=("$1") ;;
     --branch) [ $# -ge 2 ] || { echo "error: --branch needs a name" >&2; exit 2; }; project+=("$1" "$2"); shift ;;
     --branch=*) project+=("$1") ;;
@@ -58,7 +63,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-dataset=${RECSYS_DATASET:-amazon-digital-music}
+dataset=${RECSYS_DATASET:-${run_dataset:-amazon-digital-music}}
 params=${RECSYS_PARAMS:-params/tall_$dataset.yaml}
 shared=${RECSYS_SHARED_DIR:-/mnt/recsys}
 suffixes=(--package-suffixes .py,.gz,.md)
@@ -84,10 +89,12 @@ compute_spec() {
   if [ ${#attrs[@]} -gt 0 ]; then spec="$deco:${attrs[*]}"; else spec=$deco; fi
 }
 
-# With a shared volume, every step writes its files there.
+# With a shared volume (the PVC on Kubernetes, the EFS on Batch), every step writes its files there.
 shared_env() {
   output_env=()
-  if [ -n "${RECSYS_K8S_PVC:-}${RECSYS_BATCH_EFS:-}" ]; then
+  local volume
+  if [ "$1" = kubernetes ]; then volume=${RECSYS_K8S_PVC:-}; else volume=${RECSYS_BATCH_EFS:-}; fi
+  if [ -n "$volume" ]; then
     output_env=(--with "environment:vars={\"RECSYS_OUTPUT_DIR\": \"$shared/outputs\"}")
   fi
 }
@@ -98,8 +105,8 @@ flow() { exec "$PYTHON" flows/tall_flow.py "$@"; }
 case $cmd in
   argo|sfn)
     bake_config
-    shared_env
     if [ "$cmd" = argo ]; then deco=kubernetes; sub=(argo-workflows create); else deco=batch; sub=(step-functions create); fi
+    shared_env "$deco"
     compute_spec "$deco"
     with=()
     [ "$spec" != "$deco" ] && with=(--with "$spec")
@@ -114,8 +121,9 @@ case $cmd in
     flow ${project[@]+"${project[@]}"} "${suffixes[@]}" package list ${args[@]+"${args[@]}"} ;;
   k8s-run|batch-run)
     bake_config
-    shared_env
-    if [ "$cmd" = k8s-run ]; then compute_spec kubernetes; else compute_spec batch; fi
+    if [ "$cmd" = k8s-run ]; then deco=kubernetes; else deco=batch; fi
+    shared_env "$deco"
+    compute_spec "$deco"
     flow ${project[@]+"${project[@]}"} --datastore s3 "${suffixes[@]}" "${config[@]}" \
       ${output_env[@]+"${output_env[@]}"} run --with "$spec" ${args[@]+"${args[@]}"}
     ;;

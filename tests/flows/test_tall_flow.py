@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tests.conftest import REPO, failed_start_log, run_flow
@@ -25,7 +24,9 @@ def test_tall_flow_on_tiny_csv(metaflow_env, tmp_path):
     path = tmp_path / "tiny.csv"
     make_synthetic(n_users=120, n_items=60, seed=3).df.to_csv(path, index=False)
     cfg = {**TINY, "dataset": {"path": str(path)}, "params": {"k_core": 3, "seed": 0}}
-    run = run_flow(FLOW, metaflow_env, tmp_path, json.dumps(cfg), dataset="csv")
+    import yaml
+
+    run = run_flow(FLOW, metaflow_env, tmp_path, yaml.safe_dump(cfg, sort_keys=False), dataset="csv")  # the cfg file is YAML
     results = run["end"].task["results"].data
     assert list(results) == ["vae", "wl", "loca", "lft", "enlft", "tall"]
     for name, r in results.items():
