@@ -4,8 +4,9 @@ Every local / mixture-of-experts method of this family (LOCA's local models, LFT
 fine-tuned copies, TALL's experts, and the E = 1 global VAE / WL) is a set of independent
 single-hidden-layer Mult-VAEs. Instead of a Python list of E modules, the weights are stacked:
 
-* encoder ``w_in [I, E, 2H]`` (mu and logvar halves), ``b_in [E, 2H]``: a sparse product, one
-  ``F.embedding_bag`` over the batch's non-zeros for all experts at once;
+* encoder ``w_in [E, I, 2H]`` (mu and logvar halves), ``b_in [E, 2H]``: a sparse product, one
+  ``F.embedding_bag`` over the batch's non-zeros for all experts at once (row e * I + i of the
+  flattened weight is item i of expert e);
 * decoder ``w_out [E, H, I]``, ``b_out [E, I]``: one ``torch.baddbmm`` for all experts.
 
 Two input layouts:
@@ -15,9 +16,11 @@ Two input layouts:
   (an empty row is padding) -> logits [E, B, I].
 
 Losses are per expert and per user ([E, B]); summing independent experts' losses gives each
-expert exactly the gradient it would get alone. :class:`BankAdam` steps only the experts that
-had data in a batch, so an idle expert's weights and Adam moments stay untouched (a separate
-optimiser per module would simply not have been called).
+expert exactly the gradient it would get alone. Every parameter has the expert axis first, so
+each expert's slice is contiguous: :class:`BankAdam` runs PyTorch's fused Adam kernel on the
+slices of the experts that had data in a batch, each with its own step count, so an idle
+expert's weights and Adam moments stay untouched (a separate optimiser per module would simply
+not have been called).
 """
 
 from __future__ import annotations
@@ -39,14 +42,14 @@ class ExpertBank(nn.Module):
         super().__init__()
         self.n_experts, self.n_items, self.hidden = int(n_experts), int(n_items), int(hidden)
         self.dropout, self.noise_std = float(dropout), float(noise_std)
-        self.w_in = nn.Parameter(torch.empty(self.n_items, self.n_experts, 2 * self.hidden))
+        self.w_in = nn.Parameter(torch.empty(self.n_experts, self.n_items, 2 * self.hidden))
         self.b_in = nn.Parameter(torch.empty(self.n_experts, 2 * self.hidden))
         self.w_out = nn.Parameter(torch.empty(self.n_experts, self.hidden, self.n_items))
         self.b_out = nn.Parameter(torch.empty(self.n_experts, self.n_items))
         self.reset_parameters()
 
-    # the expert axis of each parameter (w_in keeps items first so the shared product is one matmul)
-    EXPERT_AXIS = {"w_in": 1, "b_in": 0, "w_out": 0, "b_out": 0}
+    # the expert axis of each parameter (first everywhere: an expert's slice is contiguous)
+    EXPERT_AXIS = {"w_in": 0, "b_in": 0, "w_out": 0, "b_out": 0}
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -62,7 +65,7 @@ class ExpertBank(nn.Module):
         if (other.n_items, other.hidden) != (self.n_items, self.hidden):
             raise DataError(f"cannot copy a bank of {other.n_items} items / hidden {other.hidden} "
                             f"into one of {self.n_items} / {self.hidden}")
-        self.w_in.copy_(other.w_in[:, expert : expert + 1].expand_as(self.w_in))
+        self.w_in.copy_(other.w_in[expert : expert + 1].expand_as(self.w_in))
         self.b_in.copy_(other.b_in[expert : expert + 1].expand_as(self.b_in))
         self.w_out.copy_(other.w_out[expert : expert + 1].expand_as(self.w_out))
         self.b_out.copy_(other.b_out[expert : expert + 1].expand_as(self.b_out))
@@ -97,30 +100,24 @@ class ExpertBank(nn.Module):
         """(mu, logvar), each [E, B, H]; see the module docstring for `grouped`."""
         E, I, H2 = self.n_experts, self.n_items, 2 * self.hidden
         values = self._normalised(rows)
-        drop = self.training and self.dropout > 0
-        if not grouped and not drop:
-            # all experts read the same rows: one product with the [I, E * 2H] view
-            h = F.embedding_bag(rows.indices, self.w_in.view(I, E * H2), rows.offsets, mode="sum",
-                                per_sample_weights=values)
-            h = h.view(-1, E, H2).transpose(0, 1)
+        if grouped:
+            if rows.shape[0] % E:
+                raise DataError(f"grouped input needs a multiple of {E} rows, got {rows.shape[0]}")
+            b = rows.shape[0] // E
+            flat_idx = (rows.row_ids // b) * I + rows.indices
+            offsets, vals = rows.offsets, values
         else:
-            if grouped:
-                if rows.shape[0] % E:
-                    raise DataError(f"grouped input needs a multiple of {E} rows, got {rows.shape[0]}")
-                b = rows.shape[0] // E
-                flat_idx = rows.indices * E + rows.row_ids // b
-                offsets, vals = rows.offsets, values
-            else:
-                # every expert draws its own dropout mask, as E separate modules would
-                nnz = rows.indices.numel()
-                experts = torch.arange(E, device=rows.device)
-                flat_idx = (rows.indices[None, :] * E + experts[:, None]).reshape(-1)
-                offsets = (rows.offsets[None, :] + experts[:, None] * nnz).reshape(-1)
-                vals = values.repeat(E)
-            if drop:
-                vals = F.dropout(vals, self.dropout, True)
-            h = F.embedding_bag(flat_idx, self.w_in.view(I * E, H2), offsets, mode="sum", per_sample_weights=vals)
-            h = h.view(E, -1, H2)
+            # every expert reads the batch's rows (and, with dropout, draws its own mask, as E
+            # separate modules would): E bags per row, over the flattened [E * I, 2H] weight
+            nnz = rows.indices.numel()
+            experts = torch.arange(E, device=rows.device)
+            flat_idx = (experts[:, None] * I + rows.indices[None, :]).reshape(-1)
+            offsets = (rows.offsets[None, :] + experts[:, None] * nnz).reshape(-1)
+            vals = values.repeat(E)
+        if self.training and self.dropout > 0:
+            vals = F.dropout(vals, self.dropout, True)
+        h = F.embedding_bag(flat_idx, self.w_in.view(E * I, H2), offsets, mode="sum", per_sample_weights=vals)
+        h = h.view(E, -1, H2)
         h = h + self.b_in[:, None, :]
         return h[..., : self.hidden], h[..., self.hidden :]
 
@@ -166,18 +163,23 @@ def weighted_mean(values: Tensor, weights: Tensor) -> Tensor:
 
 class BankAdam:
     """Adam (PyTorch semantics, L2 ``weight_decay`` added to the gradient) where each expert keeps
-    its own step count and only the experts marked active take a step.
+    its own moments and step count and only the experts marked active take a step.
 
     Equivalent to one ``torch.optim.Adam`` per expert module, called only for the experts that saw
     data in the batch (LOCA skips a local model's batch when none of its users is in it; LFT's
-    local sets have different sizes, so their copies make different numbers of steps).
+    local sets have different sizes, so their copies make different numbers of steps). Runs the
+    fused (single-kernel) Adam on the active experts' contiguous parameter slices.
     """
 
     def __init__(self, bank: ExpertBank, lr: float, weight_decay: float = 0.0,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
         self.bank, self.lr, self.weight_decay, self.betas, self.eps = bank, lr, weight_decay, betas, eps
-        self.state = {name: (torch.zeros_like(p), torch.zeros_like(p)) for name, p in bank.named_parameters()}
-        self.steps = torch.zeros(bank.n_experts, device=bank.w_in.device)
+        self.params = [p for _, p in bank.named_parameters()]
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+        # one step counter per (parameter, expert), as E separate optimisers would keep
+        self.steps = [[torch.zeros((), dtype=torch.float32, device=p.device) for _ in range(bank.n_experts)]
+                      for p in self.params]
 
     def zero_grad(self) -> None:
         self.bank.zero_grad(set_to_none=True)
@@ -185,25 +187,19 @@ class BankAdam:
     @torch.no_grad()
     def step(self, active: Tensor | None = None) -> None:
         """One Adam step for the experts where `active` [E] is True (all when None)."""
-        b1, b2 = self.betas
-        act = torch.ones_like(self.steps, dtype=torch.bool) if active is None else active.to(torch.bool)
-        self.steps += act.float()
-        t = self.steps.clamp_min(1.0)
-        step_size = self.lr / (1 - b1 ** t)  # [E]
-        bc2_sqrt = (1 - b2 ** t).sqrt()
-        for name, p in self.bank.named_parameters():
+        from torch.optim.adam import adam as adam_step
+
+        experts = range(self.bank.n_experts) if active is None else active.nonzero().flatten().tolist()
+        params, grads, ms, vs, steps = [], [], [], [], []
+        for j, p in enumerate(self.params):
             if p.grad is None:
                 continue
-            axis = ExpertBank.EXPERT_AXIS[name]
-            shape = [1] * p.ndim
-            shape[axis] = -1
-            a = act.view(shape).to(p.dtype)
-            g = p.grad
-            if self.weight_decay:
-                g = g.add(p, alpha=self.weight_decay)
-            m, v = self.state[name]
-            # inactive experts: m, v and p unchanged (blend with a = 0)
-            m.mul_(1 - a * (1 - b1)).add_(a * (1 - b1) * g)
-            v.mul_(1 - a * (1 - b2)).add_(a * (1 - b2) * g * g)
-            denom = (v.sqrt() / bc2_sqrt.view(shape)).add_(self.eps)
-            p.sub_(a * step_size.view(shape) * m / denom)
+            for e in experts:
+                params.append(p[e])
+                grads.append(p.grad[e])
+                ms.append(self.m[j][e])
+                vs.append(self.v[j][e])
+                steps.append(self.steps[j][e])
+        if params:
+            adam_step(params, grads, ms, vs, [], steps, fused=True, amsgrad=False, beta1=self.betas[0],
+                      beta2=self.betas[1], lr=self.lr, weight_decay=self.weight_decay, eps=self.eps, maximize=False)
