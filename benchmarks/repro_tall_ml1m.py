@@ -81,7 +81,9 @@ def _n_users(split_path) -> int:
 
 
 def _row(name: str, r: dict) -> str:
-    ours = [r["test"]["ndcg@20"], *r["groups"].values()]
+    from recsys.metrics.groups import GROUP_NAMES
+
+    ours = [r["test"]["ndcg@20"], *(r["groups"][g] for g in GROUP_NAMES if g in r["groups"])]
     pub = PUBLISHED.get(name)
     line = f"{name:>16}  ours " + " ".join(f"{v:.4f}" for v in ours) + f"  ({r['train_seconds']:.0f} s)"
     if pub:
