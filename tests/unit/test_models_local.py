@@ -278,3 +278,15 @@ def test_gate_loss_matches_the_plain_formula_and_its_gradient():
 
     torch.testing.assert_close(TALL.gate_loss(logits, rows, gate_rows), plain(logits))
     assert torch.autograd.gradcheck(lambda lg: TALL.gate_loss(lg, rows, gate_rows), (logits,))
+
+
+def test_loca_with_one_local_over_everyone_is_the_global_vae(data):
+    # a uniform kernel wider than any distance: one local model trained on every user with weight 1,
+    # from the same seed, is exactly the global VAE (bank training, BankAdam and the ensemble agree)
+    cfg = {**QUICK, "epochs": 5, "patience": None}
+    vae = WL(exponent=0.0, **cfg).fit(data["train"], data["valid"])
+    loca = LOCA(n_local=1, kernel="uniform", train_h=10.0, test_h=10.0, total_anneal_steps=0, dropout=0.2,
+                weight_decay=0.0, **{k: v for k, v in cfg.items() if k not in ("weight_decay",)})
+    loca.fit(data["train"], data["valid"], global_model=vae)
+    users = np.arange(50)
+    torch.testing.assert_close(loca.score_users(users), vae.score_users(users), atol=1e-5, rtol=1e-5)
