@@ -41,6 +41,9 @@ def main() -> None:
     ap.add_argument("--run-dir", default="outputs/repro/tall_ml1m")
     ap.add_argument("--shards", type=int, default=1, help="tasks per sharded method (run one after another here)")
     args = ap.parse_args()
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # per-epoch progress
     if not os.environ.get("RECSYS_DATA_HOME"):
         sys.exit("set RECSYS_DATA_HOME to the folder holding ml-1m/")
 

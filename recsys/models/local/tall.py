@@ -24,6 +24,7 @@ than the per-user mean used here by default.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -41,6 +42,7 @@ from recsys.training.batches import SparseRows, iterate_rows
 from recsys.training.early_stopping import EarlyStopping
 
 GATE_SOURCES = ("valid", "train_slice")
+log = logging.getLogger(__name__)
 
 
 class _GateLoss(torch.autograd.Function):
@@ -244,6 +246,8 @@ class TALL(LocalModel):
                 record["eval_seconds"] = time.perf_counter() - start
                 stopper.update(record["valid"], bank, epoch)
             self.history_.append(record)
+            log.info("TALL epoch %d: loss %.4f, valid %.4f, %.1f s", epoch, record["loss"],
+                     record.get("valid", float("nan")), record["train_seconds"])
             if stopper.should_stop:
                 break
         if stopper.best_state is not None:
