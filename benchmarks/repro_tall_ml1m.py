@@ -62,6 +62,7 @@ def main() -> None:
     if all((base_models / f"{m}.pt").exists() for m in lc.BASE_METHODS if m in settings["methods"]):
         base = {"models": {m: str(base_models / f"{m}.pt") for m in lc.BASE_METHODS if m in settings["methods"]},
                 "results": {}}
+        base["prepared"] = lc.prepare_methods(split_path, base, settings, base_models)
     else:
         base = lc.train_base(split_path, settings, base_models)
     results = dict(done.get("results", {}))

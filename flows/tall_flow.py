@@ -55,7 +55,8 @@ class TallFlow(FlowSpec):
     @resources(gpu=1, memory=16000, cpu=4)
     @step
     def base(self):
-        """The global VAE and WL: baselines, LOCA's global model, LFT / EnLFT's starting point."""
+        """The global VAE and WL (baselines, LOCA's global model, LFT / EnLFT's start), then the shared
+        preparation of LOCA / LFT / EnLFT (embeddings, anchors, neighbourhoods), once for all their shards."""
         from recsys.pipeline import local as lc
         from recsys.protocols import Split
 

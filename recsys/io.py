@@ -85,6 +85,16 @@ def sha256_dir(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def save_npy(path: str | os.PathLike, array) -> Path:
+    """Write a numpy array as ``.npy`` atomically; returns the path."""
+    import numpy as np
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(array))
+    return Path(path)
+
+
 def write_json(path: str | os.PathLike, obj, indent: int = 2) -> None:
     """Write JSON atomically (sorted keys, so files diff cleanly)."""
     with atomic_path(path) as tmp:

@@ -49,7 +49,7 @@ def _csr_coords(rows: sp.spmatrix, device: torch.device) -> tuple[Tensor, Tensor
     return torch.from_numpy(r[nz]).to(device), torch.from_numpy(rows.indices[nz].astype(np.int64)).to(device)
 
 
-def _as_bool_rows(rows: "sp.spmatrix | Tensor", shape: tuple[int, int], device: torch.device, what: str) -> Tensor:
+def as_bool_rows(rows: "sp.spmatrix | Tensor", shape: tuple[int, int], device: torch.device, what: str) -> Tensor:
     """Dense bool [B, I] on `device` from CSR rows (stored non-zeros = True) or a tensor."""
     if sp.issparse(rows):
         if rows.shape != shape:
@@ -71,7 +71,7 @@ def _mask(scores: Tensor, exclude: "sp.spmatrix | Tensor") -> None:
         # index_put from the sparse coordinates: no dense [B, I] mask is built
         scores[_csr_coords(exclude, scores.device)] = float("-inf")
     else:
-        scores.masked_fill_(_as_bool_rows(exclude, shape, scores.device, "exclude"), float("-inf"))
+        scores.masked_fill_(as_bool_rows(exclude, shape, scores.device, "exclude"), float("-inf"))
 
 
 def topk(scores: Tensor, k: int, exclude: "sp.spmatrix | Tensor | None" = None, *, inplace: bool = False) -> Tensor:
@@ -230,10 +230,10 @@ def _rank_batch(
 ) -> tuple[dict[str, Tensor], Tensor]:
     """Per-user metrics and the top-max(ks) indices of one batch."""
     shape = tuple(scores.shape)
-    relevant = _as_bool_rows(target, shape, scores.device, "target")
+    relevant = as_bool_rows(target, shape, scores.device, "target")
     n_rel = relevant.sum(1)
     if exclude is not None:
-        exclude = _as_bool_rows(exclude, shape, scores.device, "exclude")
+        exclude = as_bool_rows(exclude, shape, scores.device, "exclude")
         # an excluded item is never a hit, even when the top-k has to reach the -inf items
         relevant = relevant & ~exclude  # not in place: `relevant` may be the caller's tensor
     idx = topk(scores, max(ks), exclude, inplace=inplace)

@@ -16,7 +16,6 @@ trained jointly). Each task writes its tensors to files and returns only paths.
 from __future__ import annotations
 
 import copy
-import json
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -24,8 +23,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from recsys.errors import ConfigError
-from recsys.io import atomic_path, sha256_file
-from recsys.pipeline.preprocess import default_output_root
+from recsys.io import atomic_path, save_npy, sha256_file
+from recsys.pipeline.preprocess import default_output_root, figure_png
 
 PARAMS_DIR = Path(__file__).resolve().parents[2] / "params"
 METHOD_MODELS = {"vae": "wl", "wl": "wl", "loca": "loca", "lft": "lft", "enlft": "enlft", "tall": "tall"}
@@ -57,13 +56,10 @@ def load_settings(dataset: str, override: Mapping[str, Any] | None = None) -> di
           tall: {n_experts: 100, ...}
           tall_train_slice: {model: tall, gate_source: train_slice}   # extra variants name their model
     """
-    import yaml
-
-    from recsys.pipeline.pretrain import _merge
+    from recsys.pipeline.pretrain import merged_settings
 
     path = params_file(dataset)
-    base = yaml.safe_load(path.read_text()) or {} if path.exists() else {}
-    settings = _merge(base, json.loads(json.dumps(override or {})))
+    settings = merged_settings(path, override)
     if not settings.get("methods"):
         raise ConfigError(f"no local-stage settings for dataset '{dataset}': write {path} or pass --config cfg FILE "
                           f"with a 'methods:' section (see params/tall_amazon-digital-music.yaml)")
@@ -130,8 +126,8 @@ def prepare(dataset: str, settings: Mapping[str, Any], *, data_dir=None, output_
     groups = mainstream_groups(ms)
     folder = _mainstream_dir(prepared.path)
     folder.mkdir(parents=True, exist_ok=True)
-    _save_npy(folder / "mainstream_scores.npy", ms)
-    _save_npy(folder / "mainstream_groups.npy", groups)
+    save_npy(folder / "mainstream_scores.npy", ms)
+    save_npy(folder / "mainstream_groups.npy", groups)
     return prepared
 
 
@@ -149,21 +145,21 @@ def _load(split_path):
     return split, ms, groups
 
 
-def _build(method: Mapping[str, Any], device: str | None, **extra):
+def _build(method: Mapping[str, Any], device: str | None):
     from recsys.models.registry import build
 
     cfg = dict(method["config"])
     if device is not None:
         cfg.setdefault("device", device)
-    cfg.update(extra)
     return build(method["model"], **cfg)
 
 
 def train_base(split_path, settings: Mapping[str, Any], out_dir) -> dict:
-    """Train the VAE (WL with exponent 0) and WL; evaluate them; save both models.
+    """Train the VAE (WL with exponent 0) and WL; evaluate them; save both models; then run the
+    sharded methods' shared preparation once (:func:`prepare_methods`).
 
-    Returns ``{"models": {name: path}, "results": {name: result}}`` (results only for the
-    methods that were asked for)."""
+    Returns ``{"models": {name: path}, "results": {name: result}, "prepared": {...}}`` (results
+    only for the methods that were asked for)."""
     split, ms, groups = _load(split_path)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -179,7 +175,32 @@ def train_base(split_path, settings: Mapping[str, Any], out_dir) -> dict:
         models[name] = str(model.save(out / f"{name}.pt"))
         if not method.get("base_only"):
             results[name] = evaluate_method(model, split, groups, name, method, seconds)
-    return {"models": models, "results": results}
+    base = {"models": models, "results": results}
+    base["prepared"] = prepare_methods(split_path, base, settings, out)
+    return base
+
+
+def prepare_methods(split_path, base: Mapping[str, Any], settings: Mapping[str, Any], out_dir) -> dict:
+    """For each sharded method (LOCA, LFT, EnLFT), the work every shard shares -- global / base
+    model, embeddings and anchors, smoothed rows and EnLFT's anchors -- done once and saved.
+
+    Returns ``{name: {"path": saved prepared model, "seconds": preparation time}}``; shards
+    (:func:`run_task`) and :func:`assemble` load it instead of recomputing it."""
+    split, _, _ = _load(split_path)
+    device = settings.get("device")
+    prepared = {}
+    for name, method in settings["methods"].items():
+        if method["model"] not in SHARDED:
+            continue
+        start = time.perf_counter()
+        model = _build(method, device)
+        if method["model"] == "loca":
+            model.prepare(split["train"], split["valid"], global_model=_base_model(base, "vae", device))
+        else:
+            model.prepare(split["train"], split["valid"], base_model=_base_model(base, _start_of(method), device))
+        path = model.save(Path(out_dir) / f"{name}.prepared.pt")
+        prepared[name] = {"path": str(path), "seconds": time.perf_counter() - start}
+    return prepared
 
 
 def plan(settings: Mapping[str, Any], n_users: int) -> list[dict]:
@@ -225,13 +246,12 @@ def run_task(split_path, base: Mapping[str, Any], task: Mapping[str, Any], setti
     import torch
 
     items = np.asarray(task["items"], dtype=np.int64) if task["items"] is not None else None
-    if kind == "loca":
-        model = _build(method, device).prepare(train, valid, global_model=_base_model(base, "vae", device))
-        payload = {"bank": model.fit_locals(valid, items).state_dict(), "items": items,
-                   "history": model.history_}
-    elif kind in ("lft", "enlft"):
-        model = _build(method, device).prepare(train, valid, base_model=_base_model(base, _start_of(method), device))
-        if kind == "lft":
+    if kind in SHARDED:
+        model = _prepared(base, name, device)
+        if kind == "loca":
+            payload = {"bank": model.fit_locals(valid, items).state_dict(), "items": items,
+                       "history": model.history_}
+        elif kind == "lft":
             payload = {"scores": torch.from_numpy(model.finetune_users(items)), "items": items, "history": model.history_}
         else:
             payload = {"bank": model.fit_anchors(items).state_dict(), "items": items, "history": model.history_}
@@ -243,6 +263,12 @@ def run_task(split_path, base: Mapping[str, Any], task: Mapping[str, Any], setti
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return {**task, "path": str(path), "seconds": time.perf_counter() - start}
+
+
+def _prepared(base: Mapping[str, Any], name: str, device):
+    from recsys.models.base import Model
+
+    return Model.load(base["prepared"][name]["path"], device=device)
 
 
 def _start_of(method: Mapping[str, Any]) -> str:
@@ -263,13 +289,10 @@ def assemble(split_path, base: Mapping[str, Any], name: str, outputs: list[Mappi
     kind, device = method["model"], settings.get("device")
     outputs = sorted(outputs, key=lambda o: o["shard"])
     seconds = sum(o["seconds"] for o in outputs)
-    train, valid = split["train"], split["valid"]
-    if kind in ("loca", "lft", "enlft"):
+    if kind in SHARDED:
+        seconds += base["prepared"][name]["seconds"]
         parts = [torch.load(o["path"], map_location="cpu", weights_only=False) for o in outputs]
-        if kind == "loca":
-            model = _build(method, device).prepare(train, valid, global_model=_base_model(base, "vae", device))
-        else:
-            model = _build(method, device).prepare(train, valid, base_model=_base_model(base, _start_of(method), device))
+        model = _prepared(base, name, device)
         for p in parts:
             model.history_ += p["history"]
         if kind == "lft":
@@ -343,8 +366,6 @@ def format_table(rows: list[dict]) -> str:
 
 def group_plot_png(results: Mapping[str, Mapping[str, Any]]) -> bytes:
     """Bar plot: NDCG@20 per mainstream group (x) per method (bars)."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -363,10 +384,7 @@ def group_plot_png(results: Mapping[str, Mapping[str, Any]]) -> bytes:
     ax.legend(fontsize=8, ncol=min(len(names), 4))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def run_all(dataset: str, settings: Mapping[str, Any], *, data_dir=None, output_dir) -> dict:
@@ -387,10 +405,3 @@ def run_all(dataset: str, settings: Mapping[str, Any], *, data_dir=None, output_
 
 def default_run_dir(dataset: str, run_id: str) -> Path:
     return default_output_root() / "tall" / dataset / str(run_id)
-
-
-def _save_npy(path: Path, array: np.ndarray) -> Path:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, np.ascontiguousarray(array))
-    return path

@@ -166,6 +166,13 @@ def degree_plot_png(split, title: str = "") -> bytes:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    return figure_png(fig)
+
+
+def figure_png(fig) -> bytes:
+    """A matplotlib figure as PNG bytes (for cards and notebooks); the figure is closed."""
+    import matplotlib.pyplot as plt
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)

@@ -19,7 +19,7 @@ import numpy as np
 
 from recsys.errors import ConfigError
 from recsys.io import sha256_file
-from recsys.pipeline.preprocess import default_output_root
+from recsys.pipeline.preprocess import default_output_root, figure_png
 
 PARAMS_DIR = Path(__file__).resolve().parents[2] / "params"
 SEQUENTIAL = {"bert4rec"}
@@ -51,14 +51,8 @@ def load_settings(dataset: str, override: Mapping[str, Any] | None = None) -> di
             models: {mostpop: {}, ease: {lam: 500}, multvae: {...}}
             artifacts: {scores: true}   # also write the full score matrix (for LOCA)
     """
-    import yaml
-
-    base: dict = {}
     path = params_file(dataset)
-    if path.exists():
-        base = yaml.safe_load(path.read_text()) or {}
-    # A JSON round trip turns Metaflow's immutable ConfigValue (a dict subclass) into plain data.
-    settings = _merge(base, json.loads(json.dumps(override or {})))
+    settings = merged_settings(path, override)
     if not settings.get("protocols"):
         raise ConfigError(
             f"no pretraining settings for dataset '{dataset}': write {path} or pass "
@@ -210,8 +204,6 @@ def format_table(rows: list[dict], protocol: str) -> str:
 
 def curves_png(results: Mapping[str, Mapping[str, Any]]) -> bytes | None:
     """Validation curves (the metric each model early-stops on) of the models that have one."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -234,14 +226,20 @@ def curves_png(results: Mapping[str, Mapping[str, Any]]) -> bytes | None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def default_run_dir(dataset: str, protocol: str, run_id: str) -> Path:
     return default_output_root() / "pretrain" / dataset / protocol / str(run_id)
+
+
+def merged_settings(path: Path, override: Mapping[str, Any] | None) -> dict:
+    """The YAML at `path` (empty if it does not exist) deep-merged with `override`."""
+    import yaml
+
+    base = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+    # A JSON round trip turns Metaflow's immutable ConfigValue (a dict subclass) into plain data.
+    return _merge(base, json.loads(json.dumps(override or {})))
 
 
 def _mapping(value, where: str) -> dict:
@@ -262,12 +260,9 @@ def _wants_valid(model) -> bool:
 
 
 def _save_npy(path: Path, array: np.ndarray) -> Path:
-    from recsys.io import atomic_path
+    from recsys.io import save_npy
 
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, np.ascontiguousarray(array, dtype=np.float32))
-    return path
+    return save_npy(path, np.asarray(array, dtype=np.float32))
 
 
 def _save_scores(path: Path, model, rows, batch_size: int = 1024) -> Path:

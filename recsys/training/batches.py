@@ -63,6 +63,11 @@ class SparseRows:
         out.index_put_((self.row_ids, self.indices), self.values, accumulate=True)
         return out
 
+    def l2_normalised_values(self) -> Tensor:
+        """`values` divided by their row's L2 norm (Mult-VAE's input normalisation; empty rows stay empty)."""
+        norms = self.row_reduce(self.values * self.values).sqrt().clamp_min(1e-12)
+        return self.values / norms[self.row_ids]
+
     def row_reduce(self, per_entry: Tensor) -> Tensor:
         """Sum of `per_entry` (one value per stored entry) within each row -> [B]."""
         out = per_entry.new_zeros(self.shape[0])

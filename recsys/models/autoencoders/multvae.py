@@ -169,8 +169,7 @@ class MultVAENet(nn.Module):
 
     def encode(self, rows: SparseRows) -> tuple[Tensor, Tensor | None]:
         """(mu, logvar) for the VAE, (code, None) for the DAE."""
-        norms = rows.row_reduce(rows.values * rows.values).sqrt().clamp_min(1e-12)
-        values = F.dropout(rows.values / norms[rows.row_ids], self.dropout, self.training)
+        values = F.dropout(rows.l2_normalised_values(), self.dropout, self.training)
         h = self.input_layer(rows, values)
         for layer in self.encoder:
             h = layer(torch.tanh(h))

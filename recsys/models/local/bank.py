@@ -92,14 +92,10 @@ class ExpertBank(nn.Module):
         return out
 
     # ---- forward --------------------------------------------------------------------------
-    def _normalised(self, rows: SparseRows) -> Tensor:
-        norms = rows.row_reduce(rows.values * rows.values).sqrt().clamp_min(1e-12)
-        return rows.values / norms[rows.row_ids]
-
     def encode(self, rows: SparseRows, grouped: bool = False) -> tuple[Tensor, Tensor]:
         """(mu, logvar), each [E, B, H]; see the module docstring for `grouped`."""
         E, I, H2 = self.n_experts, self.n_items, 2 * self.hidden
-        values = self._normalised(rows)
+        values = rows.l2_normalised_values()
         if grouped:
             if rows.shape[0] % E:
                 raise DataError(f"grouped input needs a multiple of {E} rows, got {rows.shape[0]}")

@@ -13,11 +13,11 @@ import torch
 from torch import Tensor
 
 from recsys.errors import ConfigError, DataError
-from recsys.metrics.ranking import METRICS, RankingResult, evaluate, rank_metrics
+from recsys.metrics.ranking import METRICS, RankingResult, as_bool_rows, evaluate, rank_metrics
 from recsys.models.autoencoders.multvae import UPSTREAM_NOISE_STD, beta_at
 from recsys.models.base import Model, ModelConfig, check_float, check_int
 from recsys.models.local.bank import BankAdam, ExpertBank, bank_kl, bank_nll, weighted_mean
-from recsys.training.batches import as_csr, iterate_rows
+from recsys.training.batches import SparseRows, as_csr, iterate_rows
 from recsys.training.seed import seed_everything
 
 # cut-offs and metrics of LFT / TALL's evaluation (recall denominator |test|)
@@ -243,26 +243,18 @@ class LocalModel(Model):
         chunk = max(1, min(c.eval_batch_size, budget // max(1, E * self.n_items_)))
         for idx, rows in iterate_rows(train, chunk, self.device):
             logits = bank(rows)[0].reshape(E * len(idx), -1)
-            res = rank_metrics(logits, _bool_rows(valid[idx], self.device).repeat(E, 1), ks=c.eval_ks,
-                               metrics=c.select, recall_denominator="n",
-                               exclude=_bool_rows(train[idx], self.device).repeat(E, 1))
+            shape = (len(idx), self.n_items_)
+            res = rank_metrics(logits, as_bool_rows(valid[idx], shape, self.device, "valid").repeat(E, 1),
+                               ks=c.eval_ks, metrics=c.select, recall_denominator="n",
+                               exclude=as_bool_rows(train[idx], shape, self.device, "train").repeat(E, 1))
             out[:, torch.from_numpy(idx).to(self.device)] = torch.stack([res[k] for k in keys]).mean(0).view(
                 E, len(idx)).float()
         bank.train()
         return out
 
 
-def _bool_rows(rows: sp.csr_matrix, device: torch.device) -> Tensor:
-    out = torch.zeros(rows.shape, dtype=torch.bool, device=device)
-    r = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))
-    out[torch.from_numpy(r).to(device), torch.from_numpy(rows.indices.astype(np.int64)).to(device)] = True
-    return out
-
-
 @torch.no_grad()
 def bank_scores(bank: ExpertBank, rows, device: torch.device) -> Tensor:
     """Logits [E, B, I] of every expert for CSR `rows` (mean code, no dropout)."""
-    from recsys.training.batches import SparseRows
-
     bank.eval()
     return bank(SparseRows.from_csr(rows, device))[0]

@@ -32,6 +32,7 @@ from recsys.models.local.common import BankConfig, LocalModel, bank_scores
 from recsys.models.local.neighbourhoods import enlft_anchors, local_sets, smoothed_rows
 from recsys.models.local.wl import WL
 from recsys.training.batches import SparseRows
+from recsys.training.seed import seed_everything
 
 
 @dataclass(frozen=True)
@@ -95,8 +96,7 @@ class _FineTuned(LocalModel):
         c = self.config
         train, valid = self._start_fit(train, valid)
         if base_model is None:
-            settings = {k: v for k, v in c.to_dict().items() if k in WL.Config.__dataclass_fields__}
-            base_model = WL(WL.Config.from_dict({**settings, "exponent": c.base_exponent}, "wl")).fit(train, valid)
+            base_model = WL.like(c, exponent=c.base_exponent).fit(train, valid)
         self.base_ = base_model.bank_
         self.smoothed_ = smoothed_rows(train, alpha=c.alpha, threshold=c.jaccard_threshold,
                                        min_neighbours=c.min_neighbours, device=self.device)
@@ -163,10 +163,12 @@ class LFT(_FineTuned):
         users = self._users(users)
         out = np.empty((len(users), self.n_items_), dtype=np.float32)
         c = self.config
+        seed_everything(c.seed)  # as right after prepare(), also when the prepared model was loaded
+        sets = self.local_sets(users)  # one similarity pass for the whole shard
         for start in range(0, len(users), c.group):
             part = users[start:start + c.group]
             with torch.enable_grad():
-                bank = self._finetune_group(self.local_sets(part), seed=c.seed + int(start))
+                bank = self._finetune_group(sets[start:start + c.group], seed=c.seed + int(start))
             rows = SparseRows.from_csr(self.train_[part], self.device)
             out[start:start + len(part)] = bank(rows, grouped=True)[0][:, 0].cpu().numpy()
         return out
@@ -217,6 +219,7 @@ class EnLFT(_FineTuned):
     def fit_anchors(self, which: np.ndarray | None = None) -> ExpertBank:
         """Fine-tune the copies of anchors ``anchors_[which]`` (default all): a shard's work."""
         which = np.arange(len(self.anchors_)) if which is None else np.asarray(which, dtype=np.int64)
+        seed_everything(self.config.seed)  # as right after prepare(), also when the prepared model was loaded
         return self.finetune(self.local_sets(self.anchors_[which]))
 
     def fit(self, train, valid=None, base_model: WL | None = None) -> "EnLFT":

@@ -31,9 +31,10 @@ from torch import Tensor
 from recsys.errors import ConfigError
 from recsys.models.base import check_choice, check_float, check_int
 from recsys.models.local.bank import ExpertBank
-from recsys.models.local.common import BankConfig, LocalModel, bank_scores
+from recsys.models.local.common import BankConfig, LocalModel, bank_scores, check_valid
 from recsys.models.local.neighbourhoods import ANCHOR_METHODS, KERNELS, angular_distance, kernel, select_anchors
 from recsys.models.local.wl import WL
+from recsys.training.seed import seed_everything
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,7 @@ class LOCA(LocalModel):
         if c.n_local > train.shape[0]:
             raise ConfigError(f"n_local={c.n_local} exceeds the {train.shape[0]} users")
         if global_model is None:
-            settings = {k: v for k, v in c.to_dict().items() if k in WL.Config.__dataclass_fields__}
-            global_model = WL(WL.Config.from_dict({**settings, "exponent": 0.0}, "wl")).fit(train, valid)
+            global_model = WL.like(c, exponent=0.0).fit(train, valid)
         self.global_ = global_model.bank_
         self.embeddings_ = global_model.user_embeddings(train)
         emb = torch.from_numpy(self.embeddings_).to(self.device)
@@ -94,18 +94,17 @@ class LOCA(LocalModel):
 
     def kernels(self, anchors: np.ndarray, bandwidth: float, emb: Tensor | None = None) -> Tensor:
         """Kernel weights [len(anchors), U] of every user (or of `emb` rows) around the anchors."""
-        all_emb = torch.from_numpy(self.embeddings_).to(self.device)
-        emb = all_emb if emb is None else emb
-        d = angular_distance(all_emb[torch.as_tensor(anchors, device=self.device)], emb)
+        if emb is None:
+            emb = torch.from_numpy(self.embeddings_).to(self.device)
+        d = angular_distance(torch.from_numpy(self.embeddings_[np.asarray(anchors)]).to(self.device), emb)
         return kernel(d, bandwidth, self.config.kernel)
 
     def fit_locals(self, valid=None, which: np.ndarray | None = None) -> ExpertBank:
         """Train the local models of anchors ``anchors_[which]`` (default all), ``chunk`` at a time;
         `valid`: the validation target each local model early-stops on."""
-        from recsys.models.local.common import check_valid
-
-        valid = check_valid(self.train_, valid)
         c = self.config
+        valid = check_valid(self.train_, valid)
+        seed_everything(c.seed)  # as right after prepare(), also when the prepared model was loaded
         which = np.arange(len(self.anchors_)) if which is None else np.asarray(which, dtype=np.int64)
         banks = []
         for start in range(0, len(which), c.chunk):

@@ -116,10 +116,10 @@ def _kmeans_anchors(x: Tensor, k: int, seed: int, iters: int = 50) -> np.ndarray
         if torch.allclose(new, c):
             break
         c = new
-    nearest = torch.cdist(c, x).argmin(1).cpu().numpy()
+    dist = torch.cdist(c, x)
+    nearest = dist.argmin(1).cpu().numpy()
     # distinct users: a user nearest to two centroids is used once, the next nearest fills in
     out, taken = [], set()
-    dist = torch.cdist(c, x)
     for j in range(k):
         order = torch.argsort(dist[j]).cpu().numpy()
         u = next(int(v) for v in order if int(v) not in taken) if int(nearest[j]) in taken else int(nearest[j])

@@ -36,7 +36,7 @@ from torch import Tensor
 from recsys.errors import ConfigError
 from recsys.models.autoencoders.multvae import adam, beta_at, multinomial_nll
 from recsys.models.base import check_choice, check_float, check_int
-from recsys.models.local.bank import ExpertBank, bank_kl
+from recsys.models.local.bank import bank_kl
 from recsys.models.local.common import REPORT_KS, BankConfig, LocalModel
 from recsys.training.batches import SparseRows, iterate_rows
 from recsys.training.early_stopping import EarlyStopping
@@ -165,12 +165,12 @@ class TALL(LocalModel):
         self.bank_ = self._new_bank(self.config.n_experts)
 
     # ---- the mixture ---------------------------------------------------------------------
-    def _mixture(self, rows: SparseRows, gate_rows: SparseRows) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(output logits [B, I], gate [E, B], kl [E, B], expert logits [E, B, I])."""
+    def _mixture(self, rows: SparseRows, gate_rows: SparseRows) -> tuple[Tensor, Tensor, Tensor]:
+        """(output logits [B, I], gate [E, B], kl [E, B])."""
         logits, mu, logvar = self.bank_(rows)
         gate = self.gate(logits, rows, gate_rows)
         out = torch.einsum("eb,ebi->bi", gate, logits)
-        return out, gate, bank_kl(mu, logvar), logits
+        return out, gate, bank_kl(mu, logvar)
 
     @staticmethod
     def gate_loss(logits: Tensor, rows: SparseRows, gate_rows: SparseRows) -> Tensor:
@@ -217,7 +217,7 @@ class TALL(LocalModel):
             for idx, rows in iterate_rows(self.inputs_, c.batch_size, self.device, shuffle=True, rng=rng):
                 gate_rows = SparseRows.from_csr(self.gate_rows_[idx], self.device)
                 beta = beta_at(update, c.anneal_cap, c.total_anneal_steps)
-                out, gate, kl, _ = self._mixture(rows, gate_rows)
+                out, gate, kl = self._mixture(rows, gate_rows)
                 target = rows if c.gate_source == "valid" else SparseRows.from_csr(train[idx], self.device)
                 nll = multinomial_nll(out, target)
                 w = w_all[torch.from_numpy(idx).to(self.device)]

@@ -75,6 +75,13 @@ class WL(LocalModel):
     def score_users(self, users: np.ndarray) -> Tensor:
         return self.score(self.train_[self._users(users)])
 
+    @classmethod
+    def like(cls, config: BankConfig, exponent: float) -> "WL":
+        """An unfitted WL with `config`'s network and training settings and `exponent`: the global
+        VAE LOCA starts from (exponent 0) and the WL that LFT / EnLFT fine-tune."""
+        settings = {k: v for k, v in config.to_dict().items() if k in cls.Config.__dataclass_fields__}
+        return cls(cls.Config.from_dict({**settings, "exponent": exponent}, cls.name))
+
     @torch.no_grad()
     def user_embeddings(self, rows: sp.csr_matrix | None = None, batch_size: int = 4096) -> np.ndarray:
         """Encoder mean mu [B, hidden] of each row (default: the training rows): LOCA's user embedding."""

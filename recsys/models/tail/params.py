@@ -18,10 +18,13 @@ from dataclasses import asdict, dataclass
 from recsys.errors import ConfigError
 
 _NUM = r"[-+]?\d+(?:\.\d+)?(?:e[-+]\d+)?"
+# the prefixed fields between the learner and the loss, in order: (name, value pattern)
+_PREFIXED = (("lr", _NUM), ("alr", _NUM), ("wd", _NUM), ("nstd", _NUM), ("awd", _NUM),
+             ("ast", r"linear|2b?mlp\d+"), ("aloss", r"recall_dist|recall"), ("ones", r"True|False"), ("lam", _NUM))
+_LOSS = r"l2|bce"
 _PATTERN = re.compile(
-    rf"^(?P<dataset>[^_]+)_(?P<learner>[^_]+)_lr(?P<lr>{_NUM})_alr(?P<alr>{_NUM})_wd(?P<wd>{_NUM})"
-    rf"_nstd(?P<nstd>{_NUM})_awd(?P<awd>{_NUM})_ast(?P<ast>linear|2b?mlp\d+)_aloss(?P<aloss>recall_dist|recall)"
-    rf"_ones(?P<ones>True|False)_lam(?P<lam>{_NUM})_(?P<loss>l2|bce)_(?P<method>[a-z][a-z0-9_]*)$"
+    r"^(?P<dataset>[^_]+)_(?P<learner>[^_]+)" + "".join(rf"_{n}(?P<{n}>{v})" for n, v in _PREFIXED)
+    + rf"_(?P<loss>{_LOSS})_(?P<method>[a-z][a-z0-9_]*)$"
 )
 FIELDS = ("dataset", "learner", "lr", "alr", "wd", "nstd", "awd", "ast", "aloss", "ones", "lam", "loss", "method")
 EXAMPLE = ("ml20m_ease_lr2.00e+00_alr1.00e+00_wd8.00e-06_nstd1.50e+00_awd0.00e+00_ast2bmlp2_"
@@ -83,11 +86,7 @@ def _first_problem(text: str) -> str:
     parts = text.split("_")
     if len(parts) < 2:
         return "it has no '_'-separated fields"
-    checks = [
-        ("lr", rf"_lr{_NUM}_"), ("alr", rf"_alr{_NUM}_"), ("wd", rf"_wd{_NUM}_"), ("nstd", rf"_nstd{_NUM}_"),
-        ("awd", rf"_awd{_NUM}_"), ("ast", r"_ast(linear|2b?mlp\d+)_"), ("aloss", r"_aloss(recall_dist|recall)_"),
-        ("ones", r"_ones(True|False)_"), ("lam", rf"_lam{_NUM}_"), ("loss", r"_(l2|bce)_"),
-    ]
+    checks = [(n, rf"_{n}({v})_") for n, v in _PREFIXED] + [("loss", rf"_({_LOSS})_")]
     for name, pattern in checks:
         if not re.search(pattern, text):
             found = re.search(rf"_{name}([^_]*)", text)
