@@ -11,6 +11,7 @@ from recsys.models.base import Model
 from recsys.models.baselines import EASE, MostPopular
 from recsys.models.local import LFT, LOCA, TALL, WL, EnLFT
 from recsys.models.sequential import BERT4Rec
+from recsys.models.tail import TailLearner
 
 MODELS: dict[str, type[Model]] = {
     "multvae": MultVAE,
@@ -23,6 +24,7 @@ MODELS: dict[str, type[Model]] = {
     "lft": LFT,
     "enlft": EnLFT,
     "tall": TALL,
+    "tail_learner": TailLearner,
 }
 
 

@@ -1,9 +1,8 @@
-"""Tail promotion (POSIT, Xu, Shivaswamy, Zhang; ``../shared/reference/algorithms.md`` section D).
+"""Tail promotion (POSIT, Xu, Shivaswamy, Zhang; ``../shared/reference/algorithms.md`` section D):
+the published parameter strings (:mod:`recsys.models.tail.params`) and the training body with its
+baselines (:mod:`recsys.models.tail.learner`)."""
 
-So far: the published parameter strings (:mod:`recsys.models.tail.params`); the training body,
-its baselines and ``flows/tail_flow.py`` follow (issue 6).
-"""
-
+from recsys.models.tail.learner import METHODS, Adversary, TailConfig, TailLearner, ipw_weights, topk_hits
 from recsys.models.tail.params import EXAMPLE, ParamString
 
-__all__ = ["EXAMPLE", "ParamString"]
+__all__ = ["Adversary", "EXAMPLE", "METHODS", "ParamString", "TailConfig", "TailLearner", "ipw_weights", "topk_hits"]

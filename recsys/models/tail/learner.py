@@ -1,0 +1,353 @@
+"""POSIT's training body (Xu, Shivaswamy, Zhang; ``../shared/reference/algorithms.md`` section D).
+
+One linear item-item learner, score(x_u) = x_u U with U [I, I] dense and its diagonal forced to
+zero before every forward (EASE's constraint, learned by SGD instead of solved in closed form),
+trained under one of four methods:
+
+- ``ease``: squared (or BCE) reconstruction loss, the per-item mean over the batch x ``loss_scale``.
+- ``ipw``: the same per-item loss weighted by exp(-ipw_alpha * count_i), normalised to mean 1
+  (the popularity tail).
+- ``cvar``: tail optimisation on the per-entry loss, a + (1/beta) * relu(loss - a), with a
+  learnable threshold a (= ``threshold / cvar_scale``) on its own learning rate.
+- ``posit``: an adversary reads each item's column of the training matrix and outputs a weight
+  sigmoid(nstd * o); learner and adversary step together. The learner minimises the per-item loss
+  weighted by the adversary's previous weights (mean 1, x ``lam``); the adversary maximises
+  sum_i w_i * (-advantage_i) / mean|advantage|, where an item's advantage is its moving average of
+  hits in the top-``adv_k`` of the learner's predictions on the training rows (``recall``: raw
+  hits; ``recall_dist``: hits / min(k, |x_u|)), divided by the moving count of the batch size, or
+  of the item's positives with ``ones``. Its small width and BatchNorm keep it smooth over items,
+  so it can only promote groups of similar ("semantic") items.
+
+The training matrix stays sparse; a batch is densified on the device only where the loss needs it;
+the learner's forward and backward are sparse-row products (``embedding_bag``), O(nnz x I).
+
+Upstream bugs, fixed by default, each with a switch for bug-compatible runs:
+``upstream_lr_override`` (upstream silently replaces the learner's lr with 0.05, 0.08 for MSD)
+and ``upstream_best_is_last`` (upstream's "best" checkpoint aliases the live weights, so the
+final model is the last epoch's, not the best validation epoch's).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from recsys.errors import ConfigError, DataError
+from recsys.models.base import Model, ModelConfig, check_choice, check_float, check_int
+from recsys.training.batches import SparseRows, as_csr, iterate_rows
+from recsys.training.early_stopping import EarlyStopping
+from recsys.training.seed import seed_everything
+
+METHODS = ("ease", "ipw", "cvar", "posit")
+LOSSES = ("l2", "bce")
+ADVANTAGES = ("recall", "recall_dist")
+_STRUCTURE = re.compile(r"linear|2(b?)mlp([1-9]\d*)")
+# BCE logits are shifted down so that an all-zero U starts at sigmoid(-4) ~ 0.018 (upstream)
+BCE_OFFSET = 4.0
+
+
+@dataclass(frozen=True)
+class TailConfig(ModelConfig):
+    """Settings of the tail-promotion trainer; the defaults are POSIT's ML-20M values where it has them.
+
+    Learner: ``lr`` / ``momentum`` / ``weight_decay`` (SGD, cosine schedule over ``epochs``),
+    ``batch_size`` users per step, ``loss`` l2 | bce, ``loss_scale`` (x1000 upstream), ``lam``.
+    Early stopping on validation NDCG@``eval_k`` with ``patience`` (None: never stop early).
+    POSIT: ``alr`` / ``awd`` (adversary SGD lr and weight decay, no momentum), ``ast`` (structure
+    ``linear``, ``2mlpN``, ``2bmlpN``), ``nstd``, ``aloss``, ``ones``, ``adv_k``, ``adv_momentum``,
+    ``adv_warmup`` (epochs during which the advantage is tracked but the adversary is not yet
+    trained and every weight is 1; 0 = upstream. At the start U = 0 and every score ties, so the
+    first advantages are arbitrary; the adversary otherwise spends its first steps fitting them).
+    IPW: ``ipw_alpha``. CVaR: ``cvar_beta`` (worst ratio), ``cvar_lr``, ``cvar_scale``.
+    """
+
+    method: str = "posit"
+    loss: str = "l2"
+    lr: float = 2.0
+    momentum: float = 0.9
+    weight_decay: float = 8e-6
+    epochs: int = 50
+    batch_size: int = 1024
+    loss_scale: float = 1000.0
+    lam: float = 1.0
+    patience: int | None = 10
+    eval_k: int = 100
+    eval_batch_size: int = 1024
+    alr: float = 1.0
+    awd: float = 0.0
+    nstd: float = 1.5
+    ast: str = "2bmlp2"
+    aloss: str = "recall_dist"
+    ones: bool = False
+    adv_k: int = 100
+    adv_momentum: float = 0.9
+    adv_warmup: int = 0
+    ipw_alpha: float = 1e-3
+    cvar_beta: float = 0.5
+    cvar_lr: float = 0.1
+    cvar_scale: float = 1e4
+    upstream_lr_override: float | None = None
+    upstream_best_is_last: bool = False
+    upstream_adv_zero_init: bool = False
+
+    def validate(self) -> None:
+        super().validate()
+        check_choice("method", self.method, METHODS)
+        check_choice("loss", self.loss, LOSSES)
+        check_float("lr", self.lr, 0.0, low_open=True)
+        check_float("momentum", self.momentum, 0.0, 1.0, high_open=True)
+        check_float("weight_decay", self.weight_decay, 0.0)
+        check_int("epochs", self.epochs, 1)
+        check_int("batch_size", self.batch_size, 1)
+        check_float("loss_scale", self.loss_scale, 0.0, low_open=True)
+        check_float("lam", self.lam, 0.0, low_open=True)
+        if self.patience is not None:
+            check_int("patience", self.patience, 1)
+        check_int("eval_k", self.eval_k, 1)
+        check_int("eval_batch_size", self.eval_batch_size, 1)
+        check_float("alr", self.alr, 0.0)
+        check_float("awd", self.awd, 0.0)
+        check_float("nstd", self.nstd, 0.0, low_open=True)
+        if not (isinstance(self.ast, str) and _STRUCTURE.fullmatch(self.ast)):
+            raise ConfigError(f"ast (adversary structure) must be 'linear', '2mlpN' or '2bmlpN' (N >= 1 hidden units), "
+                              f"got {self.ast!r}")
+        check_choice("aloss", self.aloss, ADVANTAGES)
+        check_choice("ones", self.ones, (True, False))
+        check_int("adv_k", self.adv_k, 1)
+        check_float("adv_momentum", self.adv_momentum, 0.0, 1.0, high_open=True)
+        check_int("adv_warmup", self.adv_warmup, 0)
+        check_float("ipw_alpha", self.ipw_alpha, 0.0)
+        check_float("cvar_beta", self.cvar_beta, 0.0, 1.0, low_open=True)
+        check_float("cvar_lr", self.cvar_lr, 0.0)
+        check_float("cvar_scale", self.cvar_scale, 0.0, low_open=True)
+        if self.upstream_lr_override is not None:
+            check_float("upstream_lr_override", self.upstream_lr_override, 0.0, low_open=True)
+        check_choice("upstream_best_is_last", self.upstream_best_is_last, (True, False))
+        check_choice("upstream_adv_zero_init", self.upstream_adv_zero_init, (True, False))
+
+    @property
+    def effective_lr(self) -> float:
+        """The learner's learning rate actually used (the upstream override wins when set)."""
+        return self.upstream_lr_override if self.upstream_lr_override is not None else self.lr
+
+
+class _Scale(nn.Module):
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.factor
+
+
+class Adversary(nn.Module):
+    """Item weights w_i = sigmoid(nstd * o_i) from each item's column of the training matrix.
+
+    ``linear``: o = <c_i, a> + b. ``2mlpN``: o = BN(Linear_N->1(tanh(BN(c_i A)))); ``2bmlpN`` scales
+    by nstd before the tanh. A (users x N) starts at zero as upstream; BatchNorm (no affine, batch
+    = all items) is always in training mode, so o is standardised over the catalogue.
+    """
+
+    def __init__(self, n_users: int, structure: str, nstd: float, zero_init: bool = False) -> None:
+        super().__init__()
+        m = _STRUCTURE.fullmatch(structure)
+        if m is None:
+            raise ConfigError(f"unknown adversary structure {structure!r}; use 'linear', '2mlpN' or '2bmlpN'")
+        self.nstd = float(nstd)
+        width = 1 if structure == "linear" else int(m.group(2))
+        self.first = nn.Parameter(torch.zeros(n_users, width))  # [U, N]: read as an embedding table
+        if not zero_init and structure != "linear":
+            nn.init.normal_(self.first, std=n_users ** -0.5)
+        if structure == "linear":
+            self.bias = nn.Parameter(torch.zeros(1))
+            self.head = None
+        else:
+            self.bias = None
+            self.head = nn.Sequential(
+                nn.BatchNorm1d(width, affine=False),
+                _Scale(self.nstd) if m.group(1) else nn.Identity(),
+                nn.Tanh(),
+                nn.Linear(width, 1, bias=False),
+                nn.BatchNorm1d(1, affine=False),
+            )
+
+    def forward(self, columns: SparseRows) -> Tensor:
+        """Weights [I] for the items whose user columns are the rows of `columns`."""
+        o = F.embedding_bag(columns.indices, self.first, columns.offsets, mode="sum", per_sample_weights=columns.values)
+        o = o + self.bias if self.head is None else self.head(o)
+        return torch.sigmoid(self.nstd * o.squeeze(1))
+
+
+def mean_one(weights: Tensor) -> Tensor:
+    """`weights` / mean(weights), the mean detached (upstream's normalisation)."""
+    return weights / weights.mean().detach().clamp_min(1e-12)
+
+
+def ipw_weights(counts: np.ndarray | Tensor, alpha: float) -> Tensor:
+    """exp(-alpha * count_i) normalised to mean 1, computed as exp(-alpha * (count_i - min count))
+    so that large counts do not underflow to an all-zero vector (the ratio is the same)."""
+    c = torch.as_tensor(counts, dtype=torch.float64)
+    w = torch.exp(-alpha * (c - c.min()))
+    return (w / w.mean()).float()
+
+
+def topk_hits(pred: Tensor, x: Tensor, k: int, *, dist: bool) -> Tensor:
+    """Per-item hits [I] of one batch: sum over users of 1[i in top-k(pred_u) and x_ui > 0],
+    each divided by min(k, |x_u|) when `dist` (POSIT's ``recall_dist``)."""
+    k = min(k, pred.shape[1])
+    top = pred.topk(k, dim=1).indices
+    hit = (x.gather(1, top) > 0).to(pred.dtype)
+    if dist:
+        hit = hit / (x > 0).sum(1, keepdim=True).clamp(min=1, max=k).to(pred.dtype)
+    return torch.zeros(pred.shape[1], dtype=pred.dtype, device=pred.device).index_add_(0, top.reshape(-1), hit.reshape(-1))
+
+
+class TailLearner(Model):
+    """The linear learner under ``config.method``.
+
+    Learned state: ``U_`` [I, I] (zero diagonal), ``n_items_``, ``item_weight_`` (the final
+    per-item loss weights, mean 1: POSIT's promoted items have the large ones), ``history_``
+    (one record per epoch: loss, adversary loss, NDCG@eval_k, seconds), ``best_epoch_``.
+    """
+
+    name = "tail_learner"
+    Config = TailConfig
+    config: TailConfig
+
+    # ---- training ------------------------------------------------------------------------
+    def fit(self, train: sp.csr_matrix, valid: tuple[sp.csr_matrix, sp.csr_matrix] | None = None) -> "TailLearner":
+        """SGD on the rows of `train`; `valid` = (fold-in rows, held-out rows) for early stopping."""
+        c = self.config
+        train = as_csr(train, "train")
+        if train.nnz == 0:
+            raise DataError(f"train has shape {train.shape} and no interactions; nothing to fit")
+        if valid is not None:
+            if not isinstance(valid, (tuple, list)) or len(valid) != 2:
+                raise DataError("valid must be a pair (fold-in rows, held-out rows) of CSR matrices")
+            valid = (as_csr(valid[0], "valid inputs"), as_csr(valid[1], "valid target"))
+            if any(m.shape[1] != train.shape[1] for m in valid):
+                raise DataError(f"valid matrices have {valid[0].shape[1]} items, train has {train.shape[1]}")
+        if valid is None and c.patience is not None:
+            raise ConfigError(f"patience={c.patience} needs validation data: pass valid=(inputs, target), or patience=None")
+        seed_everything(c.seed)
+        rng = np.random.default_rng(c.seed)
+        n_users, n_items = train.shape
+        self.n_items_ = int(n_items)
+        dev = self.device
+
+        U = nn.Parameter(torch.zeros(n_items, n_items, device=dev))  # upstream starts from zero
+        groups = [{"params": [U], "lr": c.effective_lr, "momentum": c.momentum, "weight_decay": c.weight_decay}]
+        counts = np.asarray((train != 0).sum(0)).ravel()
+        weight = torch.ones(n_items, device=dev)
+        adversary = threshold = columns = None
+        if c.method == "ipw":
+            weight = ipw_weights(counts, c.ipw_alpha).to(dev)
+        elif c.method == "cvar":
+            threshold = nn.Parameter(torch.zeros(1, device=dev))
+            groups.append({"params": [threshold], "lr": c.cvar_lr, "momentum": 0.0, "weight_decay": 0.0})
+        elif c.method == "posit":
+            adversary = Adversary(n_users, c.ast, c.nstd, zero_init=c.upstream_adv_zero_init).to(dev)
+            adversary.train()
+            groups.append({"params": list(adversary.parameters()), "lr": c.alr, "momentum": 0.0, "weight_decay": c.awd})
+            columns = SparseRows.from_csr(train.T.tocsr(), dev)  # item i's row = its users
+            item_loss = torch.zeros(n_items, device=dev)
+            loss_count = torch.full((n_items,), 1e-15, device=dev)
+        optimizer = torch.optim.SGD(groups, lr=c.effective_lr)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=c.epochs)
+        stopper = EarlyStopping(c.patience, mode="max")
+        self.history_: list[dict[str, float]] = []
+        self.U_ = U.data  # scoring during validation reads the live weights
+        for epoch in range(1, c.epochs + 1):  # 1-based, like every model's history_
+            start = time.perf_counter()
+            total = torch.zeros((), device=dev)
+            adv_total = torch.zeros((), device=dev)
+            for _, rows in iterate_rows(train, c.batch_size, dev, shuffle=True, rng=rng):
+                optimizer.zero_grad(set_to_none=True)
+                pred = self._forward(U, rows)
+                x = rows.to_dense()
+                per_entry = (pred - x).square() if c.loss == "l2" else F.binary_cross_entropy_with_logits(
+                    pred - BCE_OFFSET, x, reduction="none")
+                if c.method == "cvar":
+                    a = threshold / c.cvar_scale
+                    loss = c.lam * (a + F.relu(per_entry - a) / c.cvar_beta).mean() * c.loss_scale
+                elif c.method == "ease":
+                    loss = per_entry.mean() * c.loss_scale
+                else:
+                    per_item = per_entry.mean(0) * c.loss_scale
+                    loss = c.lam * (per_item * mean_one(weight)).mean()
+                loss.backward()
+                if adversary is not None:
+                    with torch.no_grad():
+                        hits = topk_hits(pred.detach(), x, c.adv_k, dist=c.aloss == "recall_dist")
+                        seen = (x > 0).sum(0).to(x.dtype) if c.ones else torch.full_like(hits, rows.shape[0])
+                        item_loss.mul_(c.adv_momentum).sub_(hits)  # the advantage enters negated
+                        loss_count.mul_(c.adv_momentum).add_(seen)
+                if adversary is not None and epoch > c.adv_warmup:
+                    raw = adversary(columns)
+                    weight = raw.detach()
+                    aloss = self._adversary_loss(raw, item_loss / loss_count)
+                    aloss.backward()
+                    adv_total += aloss.detach()
+                optimizer.step()
+                total += loss.detach() * rows.shape[0]  # detached: no graph outlives its batch
+            with torch.no_grad():
+                U.diagonal().zero_()
+            if not (torch.isfinite(total) and torch.isfinite(U).all()):
+                raise ConfigError(
+                    f"{self.name} ({c.method}): training diverged in epoch {epoch} (loss or weights not finite) "
+                    f"with lr={c.effective_lr}; lower lr (the gradient scales with loss_scale / (batch_size x n_items))")
+            record = {"epoch": epoch, "loss": float(total) / n_users, "lr": optimizer.param_groups[0]["lr"]}
+            if adversary is not None:
+                record["adversary_loss"] = float(adv_total) / math.ceil(n_users / c.batch_size)
+            if threshold is not None:
+                record["cvar_threshold"] = float(threshold) / c.cvar_scale
+            record["train_seconds"] = time.perf_counter() - start
+            scheduler.step()
+            if valid is not None:
+                start = time.perf_counter()
+                k = min(c.eval_k, n_items)
+                result = self.evaluate(*valid, recall_denominator="min", ks=(k,), metrics=("ndcg", "recall"),
+                                       batch_size=c.eval_batch_size)
+                record.update(result.mean())
+                record["eval_seconds"] = time.perf_counter() - start
+                stopper.update(record[f"ndcg@{k}"], {"U": U.data, "weight": weight}, epoch)
+            self.history_.append(record)
+            if stopper.should_stop:
+                break
+        if stopper.best_state is not None and not c.upstream_best_is_last:
+            U.data.copy_(stopper.best_state["U"])
+            weight = stopper.best_state["weight"]
+        self.best_epoch_ = len(self.history_) if c.upstream_best_is_last or stopper.best_epoch is None \
+            else stopper.best_epoch
+        self.U_ = U.data.detach()
+        self.item_weight_ = mean_one(weight).detach()
+        return self
+
+    @staticmethod
+    def _forward(U: Tensor, rows: SparseRows) -> Tensor:
+        with torch.no_grad():
+            U.diagonal().zero_()  # EASE's constraint: no item predicts itself
+        return F.embedding_bag(rows.indices, U, rows.offsets, mode="sum", per_sample_weights=rows.values)
+
+    def _adversary_loss(self, raw: Tensor, advantage_loss: Tensor) -> Tensor:
+        """-mean(w_i * L_i / mean|L|): minimising it moves weight to items with the least advantage."""
+        normed = advantage_loss / advantage_loss.abs().mean().clamp_min(1e-12)
+        return -(mean_one(raw) * normed.detach()).mean()
+
+    # ---- scoring --------------------------------------------------------------------------
+    def _n_items(self) -> int:
+        return self.U_.shape[0]
+
+    @torch.no_grad()
+    def score(self, rows: sp.csr_matrix) -> Tensor:
+        """x_u U for each CSR row (a ranking score; BCE's constant offset is left out)."""
+        r = SparseRows.from_csr(self._fitted_rows(rows), self.device)
+        return F.embedding_bag(r.indices, self.U_, r.offsets, mode="sum", per_sample_weights=r.values)

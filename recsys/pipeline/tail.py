@@ -1,0 +1,322 @@
+"""Adversarial tail stage (POSIT): every method x seed on one strong-generalisation split,
+evaluated on accuracy and on how widely the recommendations spread. ``flows/tail_flow.py`` and
+``notebooks/train_common.ipynb`` call these functions:
+
+    settings = load_settings(dataset, override)
+    prepared = prepare(dataset, settings, output_dir=...)
+    configs = method_configs(settings, methods, params_string)   # checked before any training
+    result = run_one(prepared.path, method, configs[method], seed, out_dir)
+    rows = aggregate({(method, seed): result, ...})               # mean +- std over seeds
+
+Metrics (test users, fold-in items excluded from the ranking): NDCG@100, Recall@{20,50,100} with
+denominator min(k, |held-out|) (POSIT / Liang et al.), Item Recall@{20,50,100} (per item: share
+of its held-out occurrences ranked in the top-k, averaged over items held out at least once) and
+Coverage@{20,50,100} (distinct items in the union of the top-k lists of each block of 100 test
+users, averaged over full blocks).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from recsys.errors import ConfigError
+from recsys.io import sha256_file, write_json
+from recsys.pipeline.preprocess import default_output_root, figure_png
+
+PARAMS_DIR = Path(__file__).resolve().parents[2] / "params"
+LEARNER_METHODS = ("ease", "ipw", "cvar", "posit")  # the SGD-trained linear learner
+METHODS = ("mostpop", "ease_closed_form") + LEARNER_METHODS
+KS = (20, 50, 100)
+COVERAGE_BLOCK = 100
+TABLE_KEYS = ("ndcg@100", "recall@20", "recall@50", "recall@100", "item_recall@20", "item_recall@50",
+              "item_recall@100", "coverage@20", "coverage@50", "coverage@100")
+DEFINITIONS = {
+    "ndcg@100": "NDCG@100 per test user, binary relevance, mean over users with a held-out item",
+    "recall@k": "hits in the top-k / min(k, |held-out items|) per user (POSIT / Liang et al.)",
+    "item_recall@k": "per item: share of its held-out occurrences ranked in that user's top-k; "
+                     "mean over items held out at least once",
+    "coverage@k": f"distinct items in the union of the top-k lists of each block of {COVERAGE_BLOCK} test users "
+                  f"(in split order), mean over full blocks",
+    "ranking": "fold-in items are excluded from every top-k",
+}
+_KEYS = {"protocol", "threshold", "dataset", "params", "seeds", "device", "learner", "methods"}
+
+
+def params_file(dataset: str) -> Path:
+    return PARAMS_DIR / f"tail_{dataset}.yaml"
+
+
+def load_settings(dataset: str, override: Mapping[str, Any] | None = None) -> dict:
+    """``params/tail_<dataset>.yaml`` deep-merged with `override`. Layout::
+
+        protocol: strong_generalization
+        threshold: 4                       # ratings >= 4 are positives (null: every interaction)
+        params: {n_heldout_users: 1000, seed: 98765}
+        seeds: [0, 1, 2]                   # training seeds (the split stays fixed)
+        learner: {lr: 0.05, weight_decay: 5e-5, epochs: 50, batch_size: 512}   # shared by ease/ipw/cvar/posit
+        methods:
+          mostpop: {}
+          ease_closed_form: {lam: 500}
+          ease: {}
+          ipw: {ipw_alpha: 0.003}
+          cvar: {cvar_beta: 0.5}
+          posit: {alr: 1.0, ast: 2bmlp2, nstd: 1.5, aloss: recall_dist}
+    """
+    from recsys.pipeline.pretrain import merged_settings
+
+    path = params_file(dataset)
+    settings = merged_settings(path, override)
+    if not settings.get("methods"):
+        raise ConfigError(f"no tail-stage settings for dataset '{dataset}': write {path} or pass --config cfg FILE "
+                          f"with a 'methods:' section (see params/tail_amazon-digital-music.yaml)")
+    unknown = set(settings) - _KEYS
+    if unknown:
+        raise ConfigError(f"tail settings: unknown key(s) {sorted(unknown)}; expected some of {sorted(_KEYS)}")
+    settings.setdefault("protocol", "strong_generalization")
+    if settings["protocol"] != "strong_generalization":
+        raise ConfigError(f"the tail stage evaluates on strong_generalization (POSIT's protocol), got {settings['protocol']!r}")
+    for key in ("methods", "learner"):
+        if not isinstance(settings.get(key) or {}, Mapping):
+            raise ConfigError(f"tail settings: {key} must be a mapping of name -> settings")
+    return settings
+
+
+def parse_list(text: str | None, what: str) -> list[str]:
+    """'a, b' -> ['a', 'b'] (empty / None -> [])."""
+    return [t.strip() for t in str(text or "").split(",") if t.strip()]
+
+
+def parse_seeds(value: Any) -> list[int]:
+    """Seeds from '0,1,2', an int or a list; each a non-negative integer."""
+    items = parse_list(value, "seeds") if isinstance(value, str) else list(value if isinstance(value, (list, tuple))
+                                                                          else [value])
+    seeds = []
+    for item in items:
+        try:
+            seed = int(item)
+        except (TypeError, ValueError):
+            seed = -1
+        if seed < 0 or str(item).strip() != str(seed):
+            raise ConfigError(f"seeds must be non-negative integers like '0,1,2', got {value!r}")
+        seeds.append(seed)
+    if not seeds:
+        raise ConfigError(f"no seeds given (got {value!r}); pass e.g. --seeds 0,1,2")
+    return seeds
+
+
+def method_configs(settings: Mapping[str, Any], methods: str | list[str] | None = None,
+                   params_string: str | None = None) -> dict[str, dict]:
+    """Per method: ``{"model": registry name, "config": dict}``, each built once here so that an
+    unknown method or a bad value stops the run before any training.
+
+    `params_string`: a published POSIT parameter string; its fields override the ``posit``
+    method's settings (and are ignored by the other methods).
+    """
+    from recsys.models.registry import build
+    from recsys.models.tail.params import ParamString
+
+    configured = dict(settings.get("methods") or {})
+    wanted = parse_list(methods, "methods") if isinstance(methods, str) else list(methods or configured)
+    for name in wanted:
+        if name not in METHODS:
+            import difflib
+
+            close = difflib.get_close_matches(name, METHODS, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown tail method {name!r}.{hint} Valid: {', '.join(METHODS)}")
+    if not wanted:
+        raise ConfigError("no methods to run: pass --methods or list them under 'methods:' in the params file")
+    overrides = {}
+    if params_string:
+        p = ParamString.parse(params_string)
+        if p.method_name != "posit":
+            raise ConfigError(f"parameter string method {p.method!r} is not POSIT's 'itemarl_metric'")
+        overrides = {"lr": p.lr, "alr": p.alr, "weight_decay": p.wd, "nstd": p.nstd, "awd": p.awd, "ast": p.ast,
+                     "aloss": p.aloss, "ones": p.ones, "lam": p.lam, "loss": p.loss}
+    out = {}
+    for name in wanted:
+        own = dict(configured.get(name) or {})
+        if name == "mostpop":
+            model, config = "mostpop", own
+        elif name == "ease_closed_form":
+            model, config = "ease", own
+        else:
+            model = "tail_learner"
+            config = {**dict(settings.get("learner") or {}), **own, "method": name}
+            if name == "posit":
+                config.update(overrides)
+        if settings.get("device") and model != "mostpop":
+            config.setdefault("device", settings["device"])
+        try:
+            build(model, **config)
+        except ConfigError as exc:
+            raise ConfigError(f"tail method {name!r}: {exc}") from None
+        out[name] = {"model": model, "config": config}
+    return out
+
+
+def prepare(dataset: str, settings: Mapping[str, Any], *, data_dir=None, output_dir=None):
+    """Make and save the strong-generalisation split (reuses the preprocessing code)."""
+    from recsys.pipeline.preprocess import prepare_split
+
+    return prepare_split(dataset, "strong_generalization", data_dir=data_dir, threshold=settings.get("threshold"),
+                         dataset_options=settings.get("dataset") or {}, protocol_params=settings.get("params") or {},
+                         output_dir=output_dir)
+
+
+def default_run_dir(dataset: str, run_id: str) -> Path:
+    return default_output_root() / "tail" / dataset / str(run_id)
+
+
+def test_metrics(model, split) -> dict[str, float]:
+    """The stage's metrics (module docstring) of a fitted model on the split's test users."""
+    from recsys.metrics.coverage import coverage_at_k, item_recall_at_k
+
+    inputs, target = split["test_fold_in"], split["test_holdout"]
+    ks = KS
+    if split.n_items < max(ks):
+        raise ConfigError(f"the tail stage reports metrics at k = {ks}, but the split has only {split.n_items} items; "
+                          f"use a dataset with at least {max(ks)} items")
+    result = model.evaluate(inputs, target, recall_denominator="min", ks=ks, metrics=("ndcg", "recall"),
+                            keep_topk=True)
+    mean = result.mean()
+    out = {"ndcg@100": mean["ndcg@100"]}
+    out.update({f"recall@{k}": mean[f"recall@{k}"] for k in ks})
+    for k in ks:
+        out[f"item_recall@{k}"] = item_recall_at_k(result.topk, target[result.users], split.n_items, k,
+                                                   denominator="none").mean()
+    block = min(COVERAGE_BLOCK, len(result.users))
+    for k in ks:
+        out[f"coverage@{k}"] = coverage_at_k(result.topk, k, block) if block else float("nan")
+    out["n_test_users"] = int(len(result.users))
+    out["coverage_block"] = int(block)
+    return out
+
+
+def run_one(split_path, method: str, spec: Mapping[str, Any], seed: int, out_dir, *, device: str | None = None,
+            save_model: bool = True) -> dict:
+    """Fit one method with one seed, evaluate on the test users, write ``model.pt`` and
+    ``result.json`` under `out_dir` (atomically). Returns the JSON-serialisable result."""
+    import torch
+
+    from recsys.models.registry import build
+    from recsys.protocols import Split
+
+    split = Split.load(split_path)
+    config = {**dict(spec["config"]), "seed": int(seed)}
+    if device is not None and spec["model"] != "mostpop":
+        config["device"] = device
+    model = build(spec["model"], **config)
+    valid = (split["valid_fold_in"], split["valid_holdout"])
+    start = time.perf_counter()
+    model.fit(split["train"], valid if hasattr(model.config, "patience") else None)
+    seconds = time.perf_counter() - start
+    metrics = test_metrics(model, split)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {
+        "method": method,
+        "model": spec["model"],
+        "seed": int(seed),
+        "config": model.config.to_dict(),
+        "test": metrics,
+        "train_seconds": seconds,
+        "epochs": len(getattr(model, "history_", [])) or None,
+        "best_epoch": getattr(model, "best_epoch_", None),
+        "history": getattr(model, "history_", []),
+        "device": str(model.device),
+        "protocol": {"name": split.protocol, "split_seed": split.seed, "params": split.params,
+                     "n_users": split.n_users, "n_items": split.n_items},
+        "definitions": DEFINITIONS,
+        "torch": torch.__version__,
+    }
+    if save_model:
+        path = model.save(out / "model.pt")
+        result["files"] = {"model": {"path": str(path), "sha256": sha256_file(path)}}
+    write_json(out / "result.json", result)
+    return result
+
+
+def aggregate(results: Mapping[tuple[str, int], Mapping[str, Any]]) -> list[dict]:
+    """One row per method: mean and std (sample std, 0 with one seed) of every test metric over seeds."""
+    by_method: dict[str, list[Mapping[str, Any]]] = {}
+    for (method, _seed), r in sorted(results.items(), key=lambda kv: (METHODS.index(kv[0][0])
+                                                                      if kv[0][0] in METHODS else 99, kv[0][1])):
+        by_method.setdefault(method, []).append(r)
+    rows = []
+    for method, runs in by_method.items():
+        row: dict[str, Any] = {"method": method, "seeds": [r["seed"] for r in runs]}
+        for key in TABLE_KEYS:
+            vals = np.array([r["test"].get(key, np.nan) for r in runs], dtype=float)
+            if np.isnan(vals).all():
+                continue
+            row[key] = float(vals.mean())
+            row[f"{key}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+        row["train_seconds"] = float(np.mean([r["train_seconds"] for r in runs]))
+        rows.append(row)
+    return rows
+
+
+def _cell(row: Mapping[str, Any], key: str) -> str:
+    if key not in row:
+        return "-"
+    if key.startswith("coverage"):
+        return f"{row[key]:.1f} ± {row[key + '_std']:.1f}"
+    return f"{row[key]:.4f} ± {row[key + '_std']:.4f}"
+
+
+def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """(headers, cells) for a card, a notebook or the README."""
+    keys = [k for k in TABLE_KEYS if any(k in r for r in rows)]
+    return ["method", *keys, "train s"], [[r["method"], *[_cell(r, k) for k in keys], f"{r['train_seconds']:.1f}"]
+                                          for r in rows]
+
+
+def format_table(rows: list[dict]) -> str:
+    headers, cells = table(rows)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(c) + " |" for c in cells]
+    return "\n".join(lines)
+
+
+def coverage_plot_png(rows: list[dict], k: int = 100) -> bytes:
+    """Scatter of Coverage@k (x) against NDCG@100 (y) per method, with +-std bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cov, acc = f"coverage@{k}", "ndcg@100"
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in rows:
+        ax.errorbar(r[cov], r[acc], xerr=r[f"{cov}_std"], yerr=r[f"{acc}_std"], fmt="o", capsize=3, label=r["method"])
+        ax.annotate(r["method"], (r[cov], r[acc]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xlabel(f"Coverage@{k} (distinct items per {COVERAGE_BLOCK} test users)")
+    ax.set_ylabel(f"test {acc.upper()}")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def run_all(dataset: str, settings: Mapping[str, Any], *, methods=None, params_string=None, seeds=None,
+            data_dir=None, output_dir, progress=print) -> dict:
+    """The whole stage in one process (the notebook's path; the flow runs the same calls as steps)."""
+    out = Path(output_dir)
+    specs = method_configs(settings, methods, params_string)
+    seeds = parse_seeds(seeds if seeds is not None else settings.get("seeds", [0]))
+    prepared = prepare(dataset, settings, data_dir=data_dir, output_dir=out / "split")
+    results = {}
+    for method, spec in specs.items():
+        for seed in seeds:
+            start = time.perf_counter()
+            r = run_one(prepared.path, method, spec, seed, out / method / f"seed{seed}")
+            results[(method, seed)] = r
+            progress(f"{method} seed {seed}: NDCG@100 {r['test'].get('ndcg@100', math.nan):.4f}, "
+                     f"Coverage@100 {r['test'].get('coverage@100', math.nan):.1f} "
+                     f"({time.perf_counter() - start:.1f} s)")
+    return {"split": str(prepared.path), "stats": prepared.stats, "results": results, "rows": aggregate(results)}
