@@ -308,7 +308,7 @@ class TailLearner(Model):
             if adversary is not None:
                 record["adversary_loss"] = float(adv_total) / math.ceil(n_users / c.batch_size)
             if threshold is not None:
-                record["cvar_threshold"] = float(threshold) / c.cvar_scale
+                record["cvar_threshold"] = float(threshold.detach()) / c.cvar_scale
             record["train_seconds"] = time.perf_counter() - start
             scheduler.step()
             if valid is not None:
