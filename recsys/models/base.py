@@ -70,6 +70,25 @@ def unknown_key_error(key: str, accepted: Iterable[str], what: str) -> ConfigErr
     return ConfigError(f"unknown {what} {key!r}.{hint} Accepted: {', '.join(accepted)}")
 
 
+def check_fit_inputs(train, valid, patience: int | None):
+    """`train` as non-empty CSR and `valid` as an aligned (input rows, target rows) CSR pair or None;
+    early stopping (`patience` not None) needs `valid`."""
+    train = as_csr(train, "train")
+    if train.nnz == 0:
+        raise DataError(f"train has shape {train.shape} and no interactions; nothing to fit")
+    if valid is not None:
+        if not isinstance(valid, (tuple, list)) or len(valid) != 2:
+            raise DataError("valid must be a pair (input rows, target rows) of CSR matrices")
+        valid = (as_csr(valid[0], "valid inputs"), as_csr(valid[1], "valid target"))
+        for m in valid:
+            if m.shape[1] != train.shape[1]:
+                raise DataError(f"valid matrices have {m.shape[1]} items, train has {train.shape[1]}")
+    if valid is None and patience is not None:
+        raise ConfigError(f"patience={patience} needs validation data: pass valid=(inputs, target) to fit, "
+                          f"or patience=None")
+    return train, valid
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Settings every model has. Subclasses add fields and extend ``validate``."""

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recsys.errors import ConfigError, DataError
-from recsys.models.base import Model, ModelConfig, check_float, check_int
+from recsys.models.base import Model, ModelConfig, check_fit_inputs, check_float, check_int
 from recsys.training.batches import SparseRows, as_csr, iterate_rows
 from recsys.training.early_stopping import EarlyStopping
 from recsys.training.seed import seed_everything
@@ -265,18 +265,7 @@ class MultVAE(Model):
         kept (a copy) and restored at the end; ``patience`` epochs without gain stop training.
         """
         c = self.config
-        train = as_csr(train, "train")
-        if train.nnz == 0:
-            raise DataError(f"train has shape {train.shape} and no interactions; nothing to fit")
-        if valid is not None:
-            if not isinstance(valid, (tuple, list)) or len(valid) != 2:
-                raise DataError("valid must be a pair (input rows, target rows) of CSR matrices")
-            valid = (as_csr(valid[0], "valid inputs"), as_csr(valid[1], "valid target"))
-            for m in valid:
-                if m.shape[1] != train.shape[1]:
-                    raise DataError(f"valid matrices have {m.shape[1]} items, train has {train.shape[1]}")
-        if valid is None and c.patience is not None:
-            raise ConfigError(f"patience={c.patience} needs validation data: pass valid=(inputs, target) to fit")
+        train, valid = check_fit_inputs(train, valid, c.patience)
         seed_everything(c.seed)
         rng = np.random.default_rng(c.seed)
         self.n_items_ = int(train.shape[1])

@@ -40,9 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from recsys.errors import ConfigError, DataError
-from recsys.models.base import Model, ModelConfig, check_choice, check_float, check_int
-from recsys.training.batches import SparseRows, as_csr, iterate_rows
+from recsys.errors import ConfigError
+from recsys.models.base import Model, ModelConfig, check_choice, check_fit_inputs, check_float, check_int
+from recsys.training.batches import SparseRows, iterate_rows
 from recsys.training.early_stopping import EarlyStopping
 from recsys.training.seed import seed_everything
 
@@ -226,17 +226,7 @@ class TailLearner(Model):
     def fit(self, train: sp.csr_matrix, valid: tuple[sp.csr_matrix, sp.csr_matrix] | None = None) -> "TailLearner":
         """SGD on the rows of `train`; `valid` = (fold-in rows, held-out rows) for early stopping."""
         c = self.config
-        train = as_csr(train, "train")
-        if train.nnz == 0:
-            raise DataError(f"train has shape {train.shape} and no interactions; nothing to fit")
-        if valid is not None:
-            if not isinstance(valid, (tuple, list)) or len(valid) != 2:
-                raise DataError("valid must be a pair (fold-in rows, held-out rows) of CSR matrices")
-            valid = (as_csr(valid[0], "valid inputs"), as_csr(valid[1], "valid target"))
-            if any(m.shape[1] != train.shape[1] for m in valid):
-                raise DataError(f"valid matrices have {valid[0].shape[1]} items, train has {train.shape[1]}")
-        if valid is None and c.patience is not None:
-            raise ConfigError(f"patience={c.patience} needs validation data: pass valid=(inputs, target), or patience=None")
+        train, valid = check_fit_inputs(train, valid, c.patience)
         seed_everything(c.seed)
         rng = np.random.default_rng(c.seed)
         n_users, n_items = train.shape
