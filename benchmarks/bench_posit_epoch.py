@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,6 +34,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _children import child_result, run_children  # noqa: E402  (benchmarks/ is the script's folder)
 
 BATCH, LR, WD, ALR, NSTD, K = 512, 0.05, 0.1, 1.0, 1.5, 100
 
@@ -54,7 +54,8 @@ def training_pairs():
     return coo.row.astype(np.int64), coo.col.astype(np.int64), coo.shape[0], coo.shape[1]
 
 
-def run_ours(users, items, n_users, n_items, device) -> dict:
+def run_ours(pairs, device) -> dict:
+    users, items, n_users, n_items = pairs
     from recsys.models.tail import TailLearner
 
     start = time.perf_counter()
@@ -82,7 +83,8 @@ class _RefAdversary(nn.Module):
         return torch.sigmoid(o.squeeze(1) * NSTD)
 
 
-def run_reference(users, items, n_users, n_items, device) -> dict:
+def run_reference(pairs, device) -> dict:
+    users, items, n_users, n_items = pairs
     start = time.perf_counter()
     allx = [[0.0] * n_items for _ in range(n_users)]  # upstream: one dense list per user
     for u, i in zip(users.tolist(), items.tolist()):
@@ -134,15 +136,7 @@ def run_reference(users, items, n_users, n_items, device) -> dict:
 
 
 def child(impl: str, device: str) -> None:
-    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
-    pairs = training_pairs()
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    out = (run_ours if impl == "ours" else run_reference)(*pairs, device)
-    out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    out["rss_before_gb"] = base / 2**20
-    if device.startswith("cuda"):
-        out["peak_cuda_gb"] = torch.cuda.max_memory_allocated() / 2**30
-    print("RESULT " + json.dumps(out))
+    child_result(training_pairs, run_ours if impl == "ours" else run_reference, device)
 
 
 def main() -> None:
@@ -153,16 +147,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         return child(args.child, args.device)
-    results = {}
-    for impl in ("ours", "reference"):
-        proc = subprocess.run([sys.executable, __file__, "--child", impl, "--device", args.device],
-                              capture_output=True, text=True)
-        line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-        if proc.returncode or line is None:
-            sys.exit(f"{impl} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-        r = results[impl] = json.loads(line[len("RESULT "):])
-        print(f"{impl:>10}: data {r['data_seconds']:.2f} s, epoch {r['seconds']:.2f} s, peak RSS "
-              f"{r['peak_rss_gb']:.2f} GB", flush=True)
+    results = run_children(
+        __file__, ("ours", "reference"), ["--device", args.device],
+        lambda impl, r: print(f"{impl:>10}: data {r['data_seconds']:.2f} s, epoch {r['seconds']:.2f} s, peak RSS "
+                              f"{r['peak_rss_gb']:.2f} GB", flush=True))
     o, ref = results["ours"], results["reference"]
     summary = {"data_speedup": ref["data_seconds"] / o["data_seconds"], "epoch_speedup": ref["seconds"] / o["seconds"],
                "memory_ratio": ref["peak_rss_gb"] / o["peak_rss_gb"]}

@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,6 +37,8 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _children import child_result, run_children  # noqa: E402  (benchmarks/ is the script's folder)
 
 BATCH, LR, REG = 512, 1e-3, 1e-3
 
@@ -128,15 +128,7 @@ def run_reference(split, experts: int, batches: int, device: str) -> dict:
 
 
 def child(impl: str, experts: int, batches: int, device: str) -> None:
-    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
-    split = load_split()
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    out = (run_ours if impl == "ours" else run_reference)(split, experts, batches, device)
-    out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    out["rss_after_load_gb"] = base / 2**20
-    if device.startswith("cuda"):
-        out["peak_cuda_gb"] = torch.cuda.max_memory_allocated() / 2**30
-    print("RESULT " + json.dumps(out))
+    child_result(load_split, run_ours if impl == "ours" else run_reference, device, experts, batches)
 
 
 def main() -> None:
@@ -149,17 +141,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         return child(args.child, args.experts, args.batches, args.device)
-    results = {}
-    for impl in ("ours", "reference"):
-        proc = subprocess.run([sys.executable, __file__, "--child", impl, "--experts", str(args.experts),
-                               "--batches", str(args.batches), "--device", args.device],
-                              capture_output=True, text=True)
-        line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-        if proc.returncode or line is None:
-            sys.exit(f"{impl} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-        results[impl] = json.loads(line[len("RESULT "):])
-        print(f"{impl:>10}: {results[impl]['seconds']:.1f} s, peak RSS {results[impl]['peak_rss_gb']:.2f} GB",
-              flush=True)
+    results = run_children(
+        __file__, ("ours", "reference"),
+        ["--experts", str(args.experts), "--batches", str(args.batches), "--device", args.device],
+        lambda impl, r: print(f"{impl:>10}: {r['seconds']:.1f} s, peak RSS {r['peak_rss_gb']:.2f} GB", flush=True))
     ratio = results["reference"]["seconds"] / results["ours"]["seconds"]
     mem = results["reference"]["peak_rss_gb"] / results["ours"]["peak_rss_gb"]
     print(f"TALL epoch, {args.experts} experts, {args.device}, torch threads {torch.get_num_threads()}: "

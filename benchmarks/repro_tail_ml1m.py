@@ -38,7 +38,7 @@ def main() -> None:
     path = Path(args.result)
     previous = json.loads(path.read_text()) if path.exists() else {"runs": {}}
     runs = {**previous.get("runs", {}), **{f"{m}/seed{s}": r for (m, s), r in out["results"].items()}}
-    rows = tail.aggregate({tuple(k.split("/seed")[:1]) + (int(k.split("/seed")[1]),): r for k, r in runs.items()})
+    rows = tail.aggregate({(r["method"], r["seed"]): r for r in runs.values()})
     write_json(path, json.loads(json.dumps({"dataset": "ml-1m", "stats": out["stats"], "rows": rows, "runs": runs,
                                             "seconds": time.perf_counter() - start}, default=json_default)))
     print(tail.format_table(rows))

@@ -24,9 +24,9 @@ import numpy as np
 
 from recsys.errors import ConfigError
 from recsys.io import atomic_path, save_npy, sha256_file
+from recsys.pipeline.pretrain import comma_list, load_stage_settings
 from recsys.pipeline.preprocess import default_output_root, figure_png
 
-PARAMS_DIR = Path(__file__).resolve().parents[2] / "params"
 METHOD_MODELS = {"vae": "wl", "wl": "wl", "loca": "loca", "lft": "lft", "enlft": "enlft", "tall": "tall"}
 BASE_METHODS = ("vae", "wl")  # trained in the base step: LOCA's global model and LFT / EnLFT's start
 SHARDED = {"loca", "lft", "enlft"}
@@ -34,10 +34,6 @@ REPORT_KS = (1, 5, 10, 20)
 REPORT_METRICS = ("precision", "recall", "ndcg")
 GROUP_METRIC = "ndcg@20"
 _KEYS = {"protocol", "threshold", "dataset", "params", "shards", "device", "methods"}
-
-
-def params_file(dataset: str) -> Path:
-    return PARAMS_DIR / f"tall_{dataset}.yaml"
 
 
 def load_settings(dataset: str, override: Mapping[str, Any] | None = None) -> dict:
@@ -56,22 +52,7 @@ def load_settings(dataset: str, override: Mapping[str, Any] | None = None) -> di
           tall: {n_experts: 100, ...}
           tall_train_slice: {model: tall, gate_source: train_slice}   # extra variants name their model
     """
-    from recsys.pipeline.pretrain import merged_settings
-
-    path = params_file(dataset)
-    settings = merged_settings(path, override)
-    if not settings.get("methods"):
-        raise ConfigError(f"no local-stage settings for dataset '{dataset}': write {path} or pass --config cfg FILE "
-                          f"with a 'methods:' section (see params/tall_amazon-digital-music.yaml)")
-    unknown = set(settings) - _KEYS
-    if unknown:
-        raise ConfigError(f"tall settings: unknown key(s) {sorted(unknown)}; expected some of {sorted(_KEYS)}")
-    settings.setdefault("protocol", "random_split")
-    if settings["protocol"] != "random_split":
-        raise ConfigError(f"the local stage evaluates on random_split (LFT / TALL's protocol), got {settings['protocol']!r}")
-    if not isinstance(settings["methods"], Mapping):
-        raise ConfigError("tall settings: methods must be a mapping of method name -> settings")
-    return settings
+    return load_stage_settings(dataset, "local", "tall", "random_split", "LFT / TALL's", _KEYS, ("methods",), override)
 
 
 def select_methods(settings: Mapping[str, Any], methods: str | None) -> dict:
@@ -80,7 +61,7 @@ def select_methods(settings: Mapping[str, Any], methods: str | None) -> dict:
     from recsys.models.registry import get_model
 
     configured = settings["methods"]
-    wanted = [m.strip() for m in methods.split(",") if m.strip()] if methods else list(configured)
+    wanted = comma_list(methods) or list(configured)
     if not wanted:
         raise ConfigError("no methods to run: pass --methods vae,wl,loca,lft,enlft,tall")
     out = copy.deepcopy(dict(settings))

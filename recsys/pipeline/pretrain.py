@@ -86,7 +86,7 @@ def protocol_settings(settings: Mapping[str, Any], protocol: str | None, models:
     threshold = section.get("threshold")
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
         raise ConfigError(f"protocols.{protocol}.threshold={threshold!r}: expected a number or null")
-    wanted = [m.strip() for m in models.split(",") if m.strip()] if models else list(configured)
+    wanted = comma_list(models) or list(configured)
     from recsys.models.registry import get_model
 
     for name in wanted:
@@ -240,6 +240,33 @@ def merged_settings(path: Path, override: Mapping[str, Any] | None) -> dict:
     base = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
     # A JSON round trip turns Metaflow's immutable ConfigValue (a dict subclass) into plain data.
     return _merge(base, json.loads(json.dumps(override or {})))
+
+
+def comma_list(text: str | None) -> list[str]:
+    """'a, b' -> ['a', 'b']; empty or None -> []."""
+    return [t.strip() for t in str(text or "").split(",") if t.strip()]
+
+
+def load_stage_settings(dataset: str, stage: str, prefix: str, protocol: str, why: str, keys: set[str],
+                        mappings: tuple[str, ...], override: Mapping[str, Any] | None) -> dict:
+    """``params/<prefix>_<dataset>.yaml`` deep-merged with `override`, for a stage that runs one
+    `protocol` (`why`: whose protocol it is) and needs a ``methods:`` section; unknown top-level keys
+    and non-mapping `mappings` sections stop with a ConfigError naming them."""
+    path = PARAMS_DIR / f"{prefix}_{dataset}.yaml"
+    settings = merged_settings(path, override)
+    if not settings.get("methods"):
+        raise ConfigError(f"no {stage}-stage settings for dataset '{dataset}': write {path} or pass --config cfg FILE "
+                          f"with a 'methods:' section (see params/{prefix}_amazon-digital-music.yaml)")
+    unknown = set(settings) - keys
+    if unknown:
+        raise ConfigError(f"{prefix} settings: unknown key(s) {sorted(unknown)}; expected some of {sorted(keys)}")
+    settings.setdefault("protocol", protocol)
+    if settings["protocol"] != protocol:
+        raise ConfigError(f"the {stage} stage evaluates on {protocol} ({why} protocol), got {settings['protocol']!r}")
+    for key in mappings:
+        if not isinstance(settings.get(key) or {}, Mapping):
+            raise ConfigError(f"{prefix} settings: {key} must be a mapping of name -> settings")
+    return settings
 
 
 def _mapping(value, where: str) -> dict:

@@ -26,10 +26,10 @@ import numpy as np
 
 from recsys.errors import ConfigError
 from recsys.io import sha256_file, write_json
+from recsys.models.tail.learner import METHODS as LEARNER_METHODS  # the SGD-trained linear learner
+from recsys.pipeline.pretrain import comma_list, load_stage_settings
 from recsys.pipeline.preprocess import default_output_root, figure_png
 
-PARAMS_DIR = Path(__file__).resolve().parents[2] / "params"
-LEARNER_METHODS = ("ease", "ipw", "cvar", "posit")  # the SGD-trained linear learner
 METHODS = ("mostpop", "ease_closed_form") + LEARNER_METHODS
 KS = (20, 50, 100)
 COVERAGE_BLOCK = 100
@@ -45,10 +45,6 @@ DEFINITIONS = {
     "ranking": "fold-in items are excluded from every top-k",
 }
 _KEYS = {"protocol", "threshold", "dataset", "params", "seeds", "device", "learner", "methods"}
-
-
-def params_file(dataset: str) -> Path:
-    return PARAMS_DIR / f"tail_{dataset}.yaml"
 
 
 def load_settings(dataset: str, override: Mapping[str, Any] | None = None) -> dict:
@@ -67,34 +63,13 @@ def load_settings(dataset: str, override: Mapping[str, Any] | None = None) -> di
           cvar: {cvar_beta: 0.5}
           posit: {alr: 1.0, ast: 2bmlp2, nstd: 1.5, aloss: recall_dist}
     """
-    from recsys.pipeline.pretrain import merged_settings
-
-    path = params_file(dataset)
-    settings = merged_settings(path, override)
-    if not settings.get("methods"):
-        raise ConfigError(f"no tail-stage settings for dataset '{dataset}': write {path} or pass --config cfg FILE "
-                          f"with a 'methods:' section (see params/tail_amazon-digital-music.yaml)")
-    unknown = set(settings) - _KEYS
-    if unknown:
-        raise ConfigError(f"tail settings: unknown key(s) {sorted(unknown)}; expected some of {sorted(_KEYS)}")
-    settings.setdefault("protocol", "strong_generalization")
-    if settings["protocol"] != "strong_generalization":
-        raise ConfigError(f"the tail stage evaluates on strong_generalization (POSIT's protocol), got {settings['protocol']!r}")
-    for key in ("methods", "learner"):
-        if not isinstance(settings.get(key) or {}, Mapping):
-            raise ConfigError(f"tail settings: {key} must be a mapping of name -> settings")
-    return settings
-
-
-def parse_list(text: str | None, what: str) -> list[str]:
-    """'a, b' -> ['a', 'b'] (empty / None -> [])."""
-    return [t.strip() for t in str(text or "").split(",") if t.strip()]
+    return load_stage_settings(dataset, "tail", "tail", "strong_generalization", "POSIT's", _KEYS,
+                               ("methods", "learner"), override)
 
 
 def parse_seeds(value: Any) -> list[int]:
     """Seeds from '0,1,2', an int or a list; each a non-negative integer."""
-    items = parse_list(value, "seeds") if isinstance(value, str) else list(value if isinstance(value, (list, tuple))
-                                                                          else [value])
+    items = comma_list(value) if isinstance(value, str) else list(value if isinstance(value, (list, tuple)) else [value])
     seeds = []
     for item in items:
         try:
@@ -117,18 +92,15 @@ def method_configs(settings: Mapping[str, Any], methods: str | list[str] | None 
     `params_string`: a published POSIT parameter string; its fields override the ``posit``
     method's settings (and are ignored by the other methods).
     """
+    from recsys.models.base import unknown_key_error
     from recsys.models.registry import build
     from recsys.models.tail.params import ParamString
 
     configured = dict(settings.get("methods") or {})
-    wanted = parse_list(methods, "methods") if isinstance(methods, str) else list(methods or configured)
+    wanted = comma_list(methods) if isinstance(methods, str) else list(methods or configured)
     for name in wanted:
         if name not in METHODS:
-            import difflib
-
-            close = difflib.get_close_matches(name, METHODS, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"unknown tail method {name!r}.{hint} Valid: {', '.join(METHODS)}")
+            raise unknown_key_error(name, METHODS, "tail method")
     if not wanted:
         raise ConfigError("no methods to run: pass --methods or list them under 'methods:' in the params file")
     overrides = {}

@@ -22,9 +22,11 @@ The training matrix stays sparse; a batch is densified on the device only where 
 the learner's forward and backward are sparse-row products (``embedding_bag``), O(nnz x I).
 
 Upstream bugs, fixed by default, each with a switch for bug-compatible runs:
-``upstream_lr_override`` (upstream silently replaces the learner's lr with 0.05, 0.08 for MSD)
-and ``upstream_best_is_last`` (upstream's "best" checkpoint aliases the live weights, so the
-final model is the last epoch's, not the best validation epoch's).
+``upstream_lr_override`` (upstream silently replaces the learner's lr with 0.05, 0.08 for MSD),
+``upstream_best_is_last`` (upstream's "best" checkpoint aliases the live weights, so the final
+model is the last epoch's, not the best validation epoch's) and ``upstream_adv_zero_init``
+(upstream's zero-initialised first adversary layer feeds BatchNorm a zero-variance batch: the first
+step is ~1e5 times too large and later steps cannot move the weights, which freeze after one step).
 """
 
 from __future__ import annotations
@@ -235,11 +237,10 @@ class TailLearner(Model):
 
         U = nn.Parameter(torch.zeros(n_items, n_items, device=dev))  # upstream starts from zero
         groups = [{"params": [U], "lr": c.effective_lr, "momentum": c.momentum, "weight_decay": c.weight_decay}]
-        counts = np.asarray((train != 0).sum(0)).ravel()
         weight = torch.ones(n_items, device=dev)
         adversary = threshold = columns = None
         if c.method == "ipw":
-            weight = ipw_weights(counts, c.ipw_alpha).to(dev)
+            weight = ipw_weights(np.asarray((train != 0).sum(0)).ravel(), c.ipw_alpha).to(dev)
         elif c.method == "cvar":
             threshold = nn.Parameter(torch.zeros(1, device=dev))
             groups.append({"params": [threshold], "lr": c.cvar_lr, "momentum": 0.0, "weight_decay": 0.0})
@@ -280,12 +281,12 @@ class TailLearner(Model):
                         seen = (x > 0).sum(0).to(x.dtype) if c.ones else torch.full_like(hits, rows.shape[0])
                         item_loss.mul_(c.adv_momentum).sub_(hits)  # the advantage enters negated
                         loss_count.mul_(c.adv_momentum).add_(seen)
-                if adversary is not None and epoch > c.adv_warmup:
-                    raw = adversary(columns)
-                    weight = raw.detach()
-                    aloss = self._adversary_loss(raw, item_loss / loss_count)
-                    aloss.backward()
-                    adv_total += aloss.detach()
+                    if epoch > c.adv_warmup:
+                        raw = adversary(columns)
+                        weight = raw.detach()
+                        aloss = self._adversary_loss(raw, item_loss / loss_count)
+                        aloss.backward()
+                        adv_total += aloss.detach()
                 optimizer.step()
                 total += loss.detach() * rows.shape[0]  # detached: no graph outlives its batch
             with torch.no_grad():
@@ -327,7 +328,8 @@ class TailLearner(Model):
             U.diagonal().zero_()  # EASE's constraint: no item predicts itself
         return F.embedding_bag(rows.indices, U, rows.offsets, mode="sum", per_sample_weights=rows.values)
 
-    def _adversary_loss(self, raw: Tensor, advantage_loss: Tensor) -> Tensor:
+    @staticmethod
+    def _adversary_loss(raw: Tensor, advantage_loss: Tensor) -> Tensor:
         """-mean(w_i * L_i / mean|L|): minimising it moves weight to items with the least advantage."""
         normed = advantage_loss / advantage_loss.abs().mean().clamp_min(1e-12)
         return -(mean_one(raw) * normed.detach()).mean()
