@@ -9,8 +9,6 @@ device.
 
 from __future__ import annotations
 
-import difflib
-import math
 import os
 import re
 from dataclasses import asdict, dataclass, fields
@@ -22,52 +20,15 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor, nn
 
+from recsys.checks import check_int, unknown_key_error
 from recsys.errors import ConfigError, DataError, RecsysError
 from recsys.io import atomic_path
 from recsys.metrics.ranking import RankingResult, evaluate
 from recsys.training.batches import as_csr
-from recsys.training.device import pick_device
+from recsys.training.device import keep_freed_cpu_memory, pick_device
 
 FORMAT_VERSION = 1
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
-
-
-# ---- config checks: each names the parameter, the value and the valid range ----------------
-
-
-def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
-    is_int = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-    if not is_int or value < low or (high is not None and value > high):
-        bound = f"[{low}, {high}]" if high is not None else f">= {low}"
-        raise ConfigError(f"{name} must be an integer {bound}, got {value!r}")
-    return int(value)
-
-
-def check_float(
-    name: str, value: Any, low: float, high: float = math.inf, *, low_open: bool = False, high_open: bool = False
-) -> float:
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    ok = ok and math.isfinite(value)
-    if ok:
-        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-    if not ok:
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open or high == math.inf else ']'}"
-        raise ConfigError(f"{name} must be a finite number in {interval}, got {value!r}")
-    return float(value)
-
-
-def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
-    choices = tuple(choices)
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {choices}, got {value!r}")
-    return value
-
-
-def unknown_key_error(key: str, accepted: Iterable[str], what: str) -> ConfigError:
-    accepted = sorted(accepted)
-    close = difflib.get_close_matches(key, accepted, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return ConfigError(f"unknown {what} {key!r}.{hint} Accepted: {', '.join(accepted)}")
 
 
 def check_fit_inputs(train, valid, patience: int | None):
@@ -136,6 +97,8 @@ class Model:
             config = self.Config.from_dict({**config.to_dict(), **overrides}, self.name)
         self.config = config
         self.device = pick_device(config.device)
+        if self.device.type == "cpu":
+            keep_freed_cpu_memory()
 
     # ---- the contract --------------------------------------------------------------------
     def fit(self, train: sp.csr_matrix, valid: tuple[sp.csr_matrix, sp.csr_matrix] | None = None) -> "Model":

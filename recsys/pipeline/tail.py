@@ -92,7 +92,7 @@ def method_configs(settings: Mapping[str, Any], methods: str | list[str] | None 
     `params_string`: a published POSIT parameter string; its fields override the ``posit``
     method's settings (and are ignored by the other methods).
     """
-    from recsys.models.base import unknown_key_error
+    from recsys.checks import unknown_key_error
     from recsys.models.registry import build
     from recsys.models.tail.params import ParamString
 

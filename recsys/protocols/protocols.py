@@ -25,6 +25,7 @@ import scipy.sparse as sp
 from recsys.data import preprocess as pre
 from recsys.data.preprocess import IdMap
 from recsys.data.schema import ITEM, ORDER, RATING, USER
+from recsys.checks import check_bool, check_fraction, check_int
 from recsys.errors import ConfigError
 from recsys.protocols.split import Split
 
@@ -35,24 +36,8 @@ _MIN_ITEMS_TO_SPLIT = 5  # vae_cf: held-out users with fewer items keep them all
 # --------------------------------------------------------------------------- parameter checks
 
 
-def _int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ConfigError(f"{name}={value!r}: expected an integer >= {minimum}")
-    if value < minimum:
-        raise ConfigError(f"{name}={value}: must be >= {minimum}")
-    return int(value)
-
-
-def _fraction(name: str, value, upper: float = 1.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (
-        0.0 < value < upper
-    ):
-        raise ConfigError(f"{name}={value!r}: expected a number strictly between 0 and {upper:g}")
-    return float(value)
-
-
 def _seed(seed) -> int:
-    return _int("seed", seed, 0)
+    return check_int("seed", seed, 0, 2**32 - 1)
 
 
 def _rng(seed: int) -> np.random.Generator:
@@ -87,11 +72,6 @@ def _finish(protocol: str, seed: int, params: dict, id_map: IdMap, matrices: dic
     )
     return Split(protocol=protocol, seed=seed, params=params, id_map=id_map, matrices=matrices,
                  arrays=arrays, stats=stats, meta=meta)
-
-
-def _bool(name: str, value) -> None:
-    if not isinstance(value, (bool, np.bool_)):
-        raise ConfigError(f"{name}={value!r}: expected True or False")
 
 
 def _core_and_dedupe(df: pd.DataFrame, stats: dict, k: int, count_duplicates: bool) -> pd.DataFrame:
@@ -149,11 +129,11 @@ def strong_generalization(
             f"n_heldout_users={n_heldout_users!r}, heldout_fraction={heldout_fraction!r}"
         )
     if n_heldout_users is not None:
-        _int("n_heldout_users", n_heldout_users, 1)
+        check_int("n_heldout_users", n_heldout_users, 1)
     else:
-        _fraction("heldout_fraction", heldout_fraction, upper=0.5)
-    holdout_share = 1.0 - _fraction("fold_in", fold_in)
-    min_user = _int("min_user", min_user, 1)
+        check_fraction("heldout_fraction", heldout_fraction, upper=0.5)
+    holdout_share = 1.0 - check_fraction("fold_in", fold_in)
+    min_user = check_int("min_user", min_user, 1)
 
     stats: dict = {"rows_in": int(len(df))}
     df = _filtered(df, stats, "dedupe", pre.dedupe(df))
@@ -260,14 +240,14 @@ def random_split(
     seed = _seed(seed)
     if not isinstance(fractions, (list, tuple)) or len(fractions) != 3:
         raise ConfigError(f"fractions={fractions!r}: expected three numbers (train, valid, test), e.g. (0.7, 0.1, 0.2)")
-    f_train, f_valid, f_test = (_fraction(f"fractions[{j}]", f) for j, f in enumerate(fractions))
+    f_train, f_valid, f_test = (check_fraction(f"fractions[{j}]", f) for j, f in enumerate(fractions))
     if not math.isclose(f_train + f_valid + f_test, 1.0, abs_tol=1e-9):
         raise ConfigError(
             f"fractions={tuple(fractions)!r} sum to {f_train + f_valid + f_test:g}; they must sum to 1, "
             f"e.g. (0.7, 0.1, 0.2)"
         )
-    k = _int("k_core", k_core, 0)
-    _bool("count_duplicates", count_duplicates)
+    k = check_int("k_core", k_core, 0)
+    check_bool("count_duplicates", count_duplicates)
 
     stats: dict = {"rows_in": int(len(df))}
     df = _core_and_dedupe(df, stats, k, count_duplicates)
@@ -340,10 +320,10 @@ def leave_k_out_by_time(
     """
     params = dict(k=k, min_user=min_user, n_valid=n_valid, count_duplicates=count_duplicates, seed=seed)
     seed = _seed(seed)
-    k = _int("k", k, 1)
-    min_user = _int("min_user", min_user, 0)
-    n_valid = _int("n_valid", n_valid, 0)
-    _bool("count_duplicates", count_duplicates)
+    k = check_int("k", k, 1)
+    min_user = check_int("min_user", min_user, 0)
+    n_valid = check_int("n_valid", n_valid, 0)
+    check_bool("count_duplicates", count_duplicates)
 
     stats: dict = {"rows_in": int(len(df))}
     steps = [("min_user", lambda d: pre.filter_min_count(d, min_user=min_user)), ("dedupe", pre.dedupe)]
@@ -389,8 +369,8 @@ def leave_one_out(df: pd.DataFrame, k_core: int = 5, count_duplicates: bool = Tr
     """
     params = dict(k_core=k_core, count_duplicates=count_duplicates, seed=seed)
     seed = _seed(seed)
-    k = _int("k_core", k_core, 0)
-    _bool("count_duplicates", count_duplicates)
+    k = check_int("k_core", k_core, 0)
+    check_bool("count_duplicates", count_duplicates)
 
     stats: dict = {"rows_in": int(len(df))}
     df = _core_and_dedupe(df, stats, k, count_duplicates)
@@ -450,10 +430,10 @@ def user_split(
     params = dict(n_test_users=n_test_users, valid_fraction=valid_fraction, min_item=min_item,
                   min_user=min_user, seed=seed)
     seed = _seed(seed)
-    n_test = _int("n_test_users", n_test_users, 1)
-    valid_fraction = _fraction("valid_fraction", valid_fraction)
-    min_item = _int("min_item", min_item, 0)
-    min_user = _int("min_user", min_user, 2)
+    n_test = check_int("n_test_users", n_test_users, 1)
+    valid_fraction = check_fraction("valid_fraction", valid_fraction)
+    min_item = check_int("min_item", min_item, 0)
+    min_user = check_int("min_user", min_user, 2)
 
     stats: dict = {"rows_in": int(len(df))}
     df = _filtered(df, stats, "min_counts", pre.filter_min_count(df, min_user=min_user, min_item=min_item))
@@ -514,8 +494,8 @@ def per_user_holdout(
     """
     params = dict(test_fraction=test_fraction, min_user=min_user, seed=seed)
     seed = _seed(seed)
-    test_fraction = _fraction("test_fraction", test_fraction)
-    min_user = _int("min_user", min_user, 1)
+    test_fraction = check_fraction("test_fraction", test_fraction)
+    min_user = check_int("min_user", min_user, 1)
 
     stats: dict = {"rows_in": int(len(df))}
     df = _filtered(df, stats, "dedupe", pre.dedupe(df))

@@ -149,3 +149,45 @@ def test_iterate_rows_refuses_dense_input_and_bad_arguments():
         next(iterate_rows(_matrix(), 2, "cpu", shuffle=True))
     with pytest.raises(ConfigError, match="batch_size"):
         next(iterate_rows(_matrix(), 0, "cpu"))
+
+
+_MALLOC_PROBE = """
+import ctypes, sys
+import numpy as np
+from recsys.training.device import keep_freed_cpu_memory
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+if sys.argv[1] == "model":
+    from recsys.models.local import TALL
+    TALL(device="cpu")
+    tuned = keep_freed_cpu_memory()
+else:
+    tuned = keep_freed_cpu_memory()
+before = libc.mallinfo2().hblkhd
+a = np.ones(50_000_000 // 8)  # 50 MB: above glibc's default mmap threshold
+print(tuned, libc.mallinfo2().hblkhd - before)
+"""
+
+
+@pytest.mark.parametrize("how, env, expect_tuned", [("call", {}, True), ("model", {}, True),
+                                                    ("call", {"RECSYS_MALLOC_TUNING": "0"}, False)])
+def test_keep_freed_cpu_memory_keeps_large_blocks_in_the_heap(how, env, expect_tuned):
+    import ctypes
+    import os
+    import subprocess
+    import sys
+
+    try:
+        ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        pytest.skip("needs glibc >= 2.33")
+    out = subprocess.run([sys.executable, "-c", _MALLOC_PROBE, how], capture_output=True, text=True,
+                         env={**os.environ, **env}, check=True).stdout.split()
+    tuned, mapped = out[0] == "True", int(out[1])
+    assert tuned is expect_tuned
+    # by default glibc serves a 50 MB block with its own mmap (unmapped again on free); tuned, it
+    # comes from the heap, where a freed block stays for the next batch
+    assert (mapped < 50_000_000) is expect_tuned

@@ -43,7 +43,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recsys.errors import ConfigError, DataError
-from recsys.models.base import Model, ModelConfig, check_fit_inputs, check_float, check_int
+from recsys.models.base import Model, ModelConfig, check_fit_inputs
+from recsys.checks import check_bool, check_float, check_int
 from recsys.training.batches import SparseRows, as_csr, iterate_rows
 from recsys.training.early_stopping import EarlyStopping
 from recsys.training.seed import seed_everything
@@ -95,8 +96,7 @@ class MultVAEConfig(ModelConfig):
         check_int("eval_k", self.eval_k, 1)
         check_int("eval_batch_size", self.eval_batch_size, 1)
         for flag in ("variational", "noise_std_upstream", "unmasked_fold_in_upstream"):
-            if not isinstance(getattr(self, flag), bool):
-                raise ConfigError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
+            check_bool(flag, getattr(self, flag))
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()

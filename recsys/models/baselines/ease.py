@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from recsys.errors import DataError
-from recsys.models.base import Model, ModelConfig, check_choice, check_float
+from recsys.models.base import Model, ModelConfig
+from recsys.checks import check_choice, check_float
 from recsys.training.batches import SparseRows, as_csr
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}

@@ -15,7 +15,8 @@ from torch import Tensor
 from recsys.errors import ConfigError, DataError
 from recsys.metrics.ranking import METRICS, RankingResult, as_bool_rows, evaluate, rank_metrics
 from recsys.models.autoencoders.multvae import UPSTREAM_NOISE_STD, beta_at
-from recsys.models.base import Model, ModelConfig, check_float, check_int
+from recsys.models.base import Model, ModelConfig
+from recsys.checks import check_bool, check_float, check_int
 from recsys.models.local.bank import BankAdam, ExpertBank, bank_kl, bank_nll, weighted_mean
 from recsys.training.batches import SparseRows, as_csr, iterate_rows
 from recsys.training.seed import seed_everything
@@ -71,8 +72,7 @@ class BankConfig(ModelConfig):
             raise ConfigError(f"select must be a non-empty list of metrics from {METRICS}, got {self.select!r}")
         object.__setattr__(self, "select", sel)
         check_int("eval_batch_size", self.eval_batch_size, 1)
-        if not isinstance(self.noise_std_upstream, bool):
-            raise ConfigError(f"noise_std_upstream must be True or False, got {self.noise_std_upstream!r}")
+        check_bool("noise_std_upstream", self.noise_std_upstream)
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()

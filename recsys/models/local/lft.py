@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from recsys.errors import ConfigError, DataError
-from recsys.models.base import check_float, check_int
+from recsys.checks import check_float, check_int
 from recsys.models.local.bank import BankAdam, ExpertBank, bank_kl, bank_nll, weighted_mean
 from recsys.models.local.common import BankConfig, LocalModel, bank_scores
 from recsys.models.local.neighbourhoods import enlft_anchors, local_sets, smoothed_rows

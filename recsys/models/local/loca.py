@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from recsys.errors import ConfigError
-from recsys.models.base import check_choice, check_float, check_int
+from recsys.checks import check_choice, check_float, check_int
 from recsys.models.local.bank import ExpertBank
 from recsys.models.local.common import BankConfig, LocalModel, bank_scores, check_valid
 from recsys.models.local.neighbourhoods import ANCHOR_METHODS, KERNELS, angular_distance, kernel, select_anchors

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from recsys.errors import ConfigError
 from recsys.models.autoencoders.multvae import adam, beta_at, multinomial_nll
-from recsys.models.base import check_choice, check_float, check_int
+from recsys.checks import check_bool, check_choice, check_float, check_int
 from recsys.models.local.bank import bank_kl
 from recsys.models.local.common import REPORT_KS, BankConfig, LocalModel
 from recsys.training.batches import SparseRows, iterate_rows
@@ -131,8 +131,7 @@ class TALLConfig(BankConfig):
         check_choice("gate_source", self.gate_source, GATE_SOURCES)
         check_float("gate_fraction", self.gate_fraction, 0.0, 1.0, low_open=True, high_open=True)
         for flag in ("adaptive", "kl_batch_sum_upstream"):
-            if not isinstance(getattr(self, flag), bool):
-                raise ConfigError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
+            check_bool(flag, getattr(self, flag))
 
 
 def train_slice(train: sp.csr_matrix, fraction: float, seed: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:

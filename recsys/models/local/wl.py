@@ -12,7 +12,7 @@ from torch import Tensor
 
 from recsys.errors import DataError
 from recsys.metrics.groups import mainstream_scores
-from recsys.models.base import check_float
+from recsys.checks import check_float
 from recsys.models.local.common import BankConfig, LocalModel, bank_scores
 
 

@@ -45,7 +45,8 @@ from torch import Tensor, nn
 
 from recsys.errors import ConfigError, DataError
 from recsys.metrics.ranking import RankingResult, evaluate, topk
-from recsys.models.base import Model, ModelConfig, check_choice, check_float, check_int
+from recsys.models.base import Model, ModelConfig
+from recsys.checks import check_choice, check_float, check_int
 from recsys.models.sequential.sequences import (
     PAD,
     history_matrix,

@@ -43,7 +43,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recsys.errors import ConfigError
-from recsys.models.base import Model, ModelConfig, check_choice, check_fit_inputs, check_float, check_int
+from recsys.models.base import Model, ModelConfig, check_fit_inputs
+from recsys.checks import check_bool, check_choice, check_float, check_int
 from recsys.training.batches import SparseRows, iterate_rows
 from recsys.training.early_stopping import EarlyStopping
 from recsys.training.seed import seed_everything
@@ -122,7 +123,7 @@ class TailConfig(ModelConfig):
             raise ConfigError(f"ast (adversary structure) must be 'linear', '2mlpN' or '2bmlpN' (N >= 1 hidden units), "
                               f"got {self.ast!r}")
         check_choice("aloss", self.aloss, ADVANTAGES)
-        check_choice("ones", self.ones, (True, False))
+        check_bool("ones", self.ones)
         check_int("adv_k", self.adv_k, 1)
         check_float("adv_momentum", self.adv_momentum, 0.0, 1.0, high_open=True)
         check_int("adv_warmup", self.adv_warmup, 0)
@@ -132,8 +133,8 @@ class TailConfig(ModelConfig):
         check_float("cvar_scale", self.cvar_scale, 0.0, low_open=True)
         if self.upstream_lr_override is not None:
             check_float("upstream_lr_override", self.upstream_lr_override, 0.0, low_open=True)
-        check_choice("upstream_best_is_last", self.upstream_best_is_last, (True, False))
-        check_choice("upstream_adv_zero_init", self.upstream_adv_zero_init, (True, False))
+        check_bool("upstream_best_is_last", self.upstream_best_is_last)
+        check_bool("upstream_adv_zero_init", self.upstream_adv_zero_init)
 
     @property
     def effective_lr(self) -> float:
