@@ -7,8 +7,9 @@ Settings: ``params/tall_ml-1m.yaml``. Protocol: iterative 10-core, random 70/10/
 interactions (seed 0), every user >= 1 validation and test item; full ranking with training items
 masked; P / R / NDCG @ {1, 5, 10, 20} with recall denominator |test|; NDCG@20 per mainstream group
 (MS_similarity, 5 equal groups low -> high). Results are merged into ``--out`` after *each* method,
-so a long run that is interrupted keeps what finished. Published NDCG@20 (LFT's notebooks) is
-printed beside ours.
+so a long run that is interrupted keeps what finished; within a sharded method (``--shards``)
+every finished shard is kept too, and a rerun with the same settings reuses it. Published
+NDCG@20 (LFT's notebooks) is printed beside ours.
 """
 
 from __future__ import annotations
@@ -70,12 +71,30 @@ def main() -> None:
     _save(out, results, settings, t0)
     tasks = lc.plan(settings, _n_users(split_path))
     for name in [m for m in settings["methods"] if m not in lc.BASE_METHODS]:
-        outs = [lc.run_task(split_path, base, t, settings, run / "shards") for t in tasks if t["method"] == name]
+        outs = [_task(lc, split_path, base, t, settings, run / "shards") for t in tasks if t["method"] == name]
         results[name] = lc.assemble(split_path, base, name, outs, settings, run / "models")
         _save(out, results, settings, t0)
         print(_row(name, results[name]), flush=True)
     for name in results:
         print(_row(name, results[name]))
+
+
+def _task(lc, split_path, base: dict, task: dict, settings: dict, shard_dir: Path) -> dict:
+    """Run one task, or reuse its finished output: each task's result is recorded beside its file
+    with the method's settings, so an interrupted multi-hour run (LOCA, LFT in shards) resumes
+    from the first unfinished shard. A changed setting or a missing file reruns the task."""
+    from recsys.io import json_default, write_json
+
+    key = {"task": task, "method": settings["methods"][task["method"]]}
+    record = shard_dir / f"{task['method']}.shard{task['shard']}.done.json"
+    if record.exists():
+        done = json.loads(record.read_text())
+        if done.get("key") == json.loads(json.dumps(key, default=json_default)) and Path(done["out"]["path"]).exists():
+            print(f"reusing {task['method']} shard {task['shard']} ({done['out']['seconds']:.0f} s)", flush=True)
+            return done["out"]
+    out = lc.run_task(split_path, base, task, settings, shard_dir)
+    write_json(record, {"key": key, "out": out})
+    return out
 
 
 def _n_users(split_path) -> int:
