@@ -85,8 +85,8 @@ class DenseExpert(nn.Module):
         return self.decoder(z), kl
 
 
-def run_reference(split, experts: int, batches: int, device: str) -> dict:
-    if os.environ.get("BENCH_REFERENCE_ALLOCATOR") == "tuned":
+def run_reference(split, experts: int, batches: int, allocator: str, device: str) -> dict:
+    if allocator == "tuned":
         from recsys.training.device import keep_freed_cpu_memory
 
         keep_freed_cpu_memory()  # the same glibc settings ours gets, so the ratio is the code's alone
@@ -133,8 +133,11 @@ def run_reference(split, experts: int, batches: int, device: str) -> dict:
     return {"seconds": time.perf_counter() - start, "loss": epoch_loss}
 
 
-def child(impl: str, experts: int, batches: int, device: str) -> None:
-    child_result(load_split, run_ours if impl == "ours" else run_reference, device, experts, batches)
+def child(impl: str, experts: int, batches: int, allocator: str, device: str) -> None:
+    if impl == "ours":
+        child_result(load_split, run_ours, device, experts, batches)
+    else:
+        child_result(load_split, run_reference, device, experts, batches, allocator)
 
 
 def main() -> None:
@@ -148,12 +151,12 @@ def main() -> None:
                     help="tuned: the reference also keeps freed blocks in the heap, as ours does on CPU "
                          "(recsys.training.device.keep_freed_cpu_memory); default: glibc as shipped")
     args = ap.parse_args()
-    os.environ["BENCH_REFERENCE_ALLOCATOR"] = args.reference_allocator  # read by the reference child
     if args.child:
-        return child(args.child, args.experts, args.batches, args.device)
+        return child(args.child, args.experts, args.batches, args.reference_allocator, args.device)
     results = run_children(
         __file__, ("ours", "reference"),
-        ["--experts", str(args.experts), "--batches", str(args.batches), "--device", args.device],
+        ["--experts", str(args.experts), "--batches", str(args.batches), "--device", args.device,
+         "--reference-allocator", args.reference_allocator],
         lambda impl, r: print(f"{impl:>10}: {r['seconds']:.1f} s, peak RSS {r['peak_rss_gb']:.2f} GB", flush=True))
     ratio = results["reference"]["seconds"] / results["ours"]["seconds"]
     mem = results["reference"]["peak_rss_gb"] / results["ours"]["peak_rss_gb"]
