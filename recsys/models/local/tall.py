@@ -35,7 +35,7 @@ from torch import Tensor
 
 from recsys.errors import ConfigError
 from recsys.models.autoencoders.multvae import adam, beta_at, multinomial_nll
-from recsys.checks import check_bool, check_choice, check_float, check_int
+from recsys.checks import check_bool, check_choice, check_float, check_fraction, check_int
 from recsys.models.local.bank import bank_kl
 from recsys.models.local.common import REPORT_KS, BankConfig, LocalModel
 from recsys.training.batches import SparseRows, iterate_rows
@@ -129,7 +129,7 @@ class TALLConfig(BankConfig):
         check_int("window", self.window, 1)
         check_float("alpha", self.alpha, 0.0, low_open=True)
         check_choice("gate_source", self.gate_source, GATE_SOURCES)
-        check_float("gate_fraction", self.gate_fraction, 0.0, 1.0, low_open=True, high_open=True)
+        check_fraction("gate_fraction", self.gate_fraction)
         for flag in ("adaptive", "kl_batch_sum_upstream"):
             check_bool(flag, getattr(self, flag))
 

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from recsys.errors import ConfigError, DataError
 from recsys.metrics.ranking import RankingResult, evaluate, topk
 from recsys.models.base import Model, ModelConfig
-from recsys.checks import check_choice, check_float, check_int
+from recsys.checks import check_choice, check_float, check_fraction, check_int
 from recsys.models.sequential.sequences import (
     PAD,
     history_matrix,
@@ -110,7 +110,7 @@ class BERT4RecConfig(ModelConfig):
         check_int("warmup_steps", self.warmup_steps, 0)
         if self.hidden % self.n_heads:
             raise ConfigError(f"hidden={self.hidden} must be divisible by n_heads={self.n_heads}")
-        check_float("mask_prob", self.mask_prob, 0.0, 1.0, low_open=True, high_open=True)
+        check_fraction("mask_prob", self.mask_prob)
         for name in ("dropout", "attn_dropout", "label_smoothing"):
             check_float(name, getattr(self, name), 0.0, 1.0, high_open=True)
         check_float("last_mask_prob", self.last_mask_prob, 0.0, 1.0)
