@@ -290,3 +290,25 @@ def test_loca_with_one_local_over_everyone_is_the_global_vae(data):
     loca.fit(data["train"], data["valid"], global_model=vae)
     users = np.arange(50)
     torch.testing.assert_close(loca.score_users(users), vae.score_users(users), atol=1e-5, rtol=1e-5)
+
+
+def test_lft_groups_users_by_local_set_size_and_keeps_each_users_copy(data, base):
+    """Grouping is by local-set size (less padding) and a user's copy depends only on the user:
+    fine-tuned alone (group=1) it is the same whichever users share the shard, in any order."""
+    tr, va = data["train"], data["valid"]
+    cfg = dict(local_epochs=2, min_local=2, max_local=400, t=0.5, local_batch_size=16, **QUICK)
+    model = LFT(group=1, **cfg).prepare(tr, va, base_model=base)
+    users = np.array([7, 3, 150, 42])
+    together = model.finetune_users(users)
+    for j in (2, 0):
+        alone = model.finetune_users(users[j:j + 1])
+        np.testing.assert_allclose(together[j], alone[0], rtol=1e-5, atol=1e-5)
+    sizes = np.array([len(s) for s in model.local_sets(np.arange(64))])
+    natural = sum(int(np.ceil(sizes[g:g + 8].max() / 16)) for g in range(0, 64, 8))
+    grouped = LFT(group=8, **cfg).prepare(tr, va, base_model=base)
+    grouped.finetune_users(np.arange(64))
+    steps = [h["steps_per_epoch"] for h in grouped.history_ if "steps_per_epoch" in h]
+    assert steps == sorted(steps) and steps[0] < steps[-1]
+    # hand-computed: groups of the sorted sizes
+    assert steps == [int(np.ceil(g.max() / 16)) for g in np.sort(sizes).reshape(8, 8)]
+    assert sum(steps) < natural
