@@ -312,3 +312,26 @@ def test_lft_groups_users_by_local_set_size_and_keeps_each_users_copy(data, base
     # hand-computed: groups of the sorted sizes
     assert steps == [int(np.ceil(g.max() / 16)) for g in np.sort(sizes).reshape(8, 8)]
     assert sum(steps) < natural
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_bank_nll_value_and_gradient_match_logsumexp(grouped):
+    """The fused loss against the plain formula (logsumexp minus the gathered targets), with
+    non-binary values and an empty row."""
+    torch.manual_seed(3)
+    x = _rows(n_users=6, n_items=9, seed=4, density=0.5)
+    x.data[:] = np.arange(1, x.nnz + 1) % 3 + 1.0
+    x = sp.vstack([x[:5], sp.csr_matrix((1, 9), dtype=np.float32)]).tocsr()  # row 5 empty
+    rows = SparseRows.from_csr(x, "cpu")
+    E = 3 if grouped else 2
+    B = 2 if grouped else 6
+    logits = (3 * torch.randn(E, B, 9, dtype=torch.float64)).requires_grad_()
+    dense = torch.from_numpy(x.toarray()).double()
+    target = dense.view(E, B, 9) if grouped else dense[None].expand(E, B, 9)
+    expected = torch.logsumexp(logits, 2) * target.sum(2) - (logits * target).sum(2)
+    got = bank_nll(logits, rows, grouped)
+    torch.testing.assert_close(got, expected.to(got.dtype))
+    w = torch.randn(E, B, dtype=torch.float64)
+    (g1,) = torch.autograd.grad((expected * w).sum(), logits)
+    (g2,) = torch.autograd.grad((got * w).sum(), logits)
+    torch.testing.assert_close(g2, g1)
