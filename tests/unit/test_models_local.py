@@ -303,6 +303,12 @@ def test_lft_groups_users_by_local_set_size_and_keeps_each_users_copy(data, base
     for j in (2, 0):
         alone = model.finetune_users(users[j:j + 1])
         np.testing.assert_allclose(together[j], alone[0], rtol=1e-5, atol=1e-5)
+    # groups of 4: any order of the same users gives each user the same copy and its own row
+    four = LFT(group=4, **cfg).prepare(tr, va, base_model=base)
+    some = np.array([5, 60, 7, 200, 33, 3, 150, 42])
+    assert len({len(s) for s in four.local_sets(some)}) == len(some)  # no ties: one grouping
+    perm = np.array([3, 7, 0, 5, 1, 6, 2, 4])
+    np.testing.assert_allclose(four.finetune_users(some[perm]), four.finetune_users(some)[perm], rtol=1e-5, atol=1e-5)
     sizes = np.array([len(s) for s in model.local_sets(np.arange(64))])
     natural = sum(int(np.ceil(sizes[g:g + 8].max() / 16)) for g in range(0, 64, 8))
     grouped = LFT(group=8, **cfg).prepare(tr, va, base_model=base)
@@ -335,3 +341,13 @@ def test_bank_nll_value_and_gradient_match_logsumexp(grouped):
     (g1,) = torch.autograd.grad((expected * w).sum(), logits)
     (g2,) = torch.autograd.grad((got * w).sum(), logits)
     torch.testing.assert_close(g2, g1)
+    # large logits: exp overflows without the max shift (float32, as in training)
+    big = (logits.detach() + 1e3).float().requires_grad_()
+    got = bank_nll(big, rows, grouped)
+    exact = big.detach().double().requires_grad_()  # the reference in float64
+    expected = torch.logsumexp(exact, 2) * target.sum(2) - (exact * target).sum(2)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), expected, rtol=1e-6, atol=1e-3)
+    (g1,) = torch.autograd.grad((expected * w).sum(), exact)
+    (g2,) = torch.autograd.grad((got * w.float()).sum(), big)
+    torch.testing.assert_close(g2.double(), g1, rtol=1e-4, atol=1e-5)

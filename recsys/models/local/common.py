@@ -192,6 +192,7 @@ class LocalModel(Model):
                 logits, mu, logvar = bank(rows)
                 per_expert = weighted_mean(bank_nll(logits, rows), w) + beta * weighted_mean(
                     bank_kl(mu, logvar), (w > 0).float())
+                del logits  # the loss keeps its own buffer; free the logits before backward
                 loss = per_expert[active].sum()
                 opt.zero_grad()
                 loss.backward()
