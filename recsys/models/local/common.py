@@ -3,6 +3,7 @@ evaluation, and one training loop for a bank of independently early-stopped expe
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -24,6 +25,7 @@ from recsys.training.seed import seed_everything
 # cut-offs and metrics of LFT / TALL's evaluation (recall denominator |test|)
 REPORT_KS = (1, 5, 10, 20)
 REPORT_METRICS = ("precision", "recall", "ndcg")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -221,6 +223,9 @@ class LocalModel(Model):
                 record.update({"valid": float(crit.mean()), "experts_running": int((~stopped).sum()),
                                "eval_seconds": time.perf_counter() - start})
             self.history_.append({f"{tag}{k}" if k != "epoch" else k: v for k, v in record.items()})
+            log.info("%s %sepoch %d: loss %.4f, valid %.4f, %d of %d experts running, %.1f s", self.name, tag, epoch,
+                     record["loss"], record.get("valid", float("nan")), record.get("experts_running", E), E,
+                     record["train_seconds"])
             if bool(stopped.all()):
                 break
         if valid is not None:

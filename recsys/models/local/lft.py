@@ -17,6 +17,7 @@ steps (:class:`BankAdam`), exactly as it would alone.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -33,6 +34,8 @@ from recsys.models.local.neighbourhoods import enlft_anchors, local_sets, smooth
 from recsys.models.local.wl import WL
 from recsys.training.batches import SparseRows
 from recsys.training.seed import seed_everything
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,8 @@ class _FineTuned(LocalModel):
                 per_expert[active].sum().backward()
                 opt.step(active)
         self.history_.append({"group_size": G, "steps_per_epoch": steps, "finetune_seconds": time.perf_counter() - start})
+        log.info("%s: fine-tuned %d copies (local sets of %d..%d users, %d steps per epoch) in %.1f s", self.name, G,
+                 sizes.min(), sizes.max(), steps, self.history_[-1]["finetune_seconds"])
         bank.eval()
         return bank
 
