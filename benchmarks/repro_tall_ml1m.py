@@ -2,13 +2,16 @@
 
     RECSYS_DATA_HOME=/path/to/data python benchmarks/repro_tall_ml1m.py [--methods vae,wl,enlft,tall]
         [--out benchmarks/results/tall_ml1m.json] [--run-dir outputs/repro/tall_ml1m]
+        [--shards N [--only-shards 0,1]]
 
 Settings: ``params/tall_ml-1m.yaml``. Protocol: iterative 10-core, random 70/10/20 split of all
 interactions (seed 0), every user >= 1 validation and test item; full ranking with training items
 masked; P / R / NDCG @ {1, 5, 10, 20} with recall denominator |test|; NDCG@20 per mainstream group
 (MS_similarity, 5 equal groups low -> high). Results are merged into ``--out`` after *each* method,
 so a long run that is interrupted keeps what finished; within a sharded method (``--shards``)
-every finished shard is kept too, and a rerun with the same settings reuses it. Published
+every finished shard is kept too, and a rerun with the same settings reuses it; ``--only-shards``
+runs some shards now (the rest in another session or on another machine with the same run dir),
+and for LFT evaluates the users done so far against WL. Published
 NDCG@20 (LFT's notebooks) is printed beside ours.
 """
 
@@ -41,6 +44,9 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/tall_ml1m.json")
     ap.add_argument("--run-dir", default="outputs/repro/tall_ml1m")
     ap.add_argument("--shards", type=int, default=1, help="tasks per sharded method (run one after another here)")
+    ap.add_argument("--only-shards", default=None,
+                    help="comma list of shard numbers to run now (e.g. 0,1); the method is assembled once all "
+                         "its shards are done. For LFT the finished users are compared with WL (lft_partial)")
     args = ap.parse_args()
     import logging
 
@@ -70,31 +76,66 @@ def main() -> None:
     results.update(base["results"])
     _save(out, results, settings, t0)
     tasks = lc.plan(settings, _n_users(split_path))
+    only = None if args.only_shards is None else {int(x) for x in lc.comma_list(args.only_shards)}
     for name in [m for m in settings["methods"] if m not in lc.BASE_METHODS]:
-        outs = [_task(lc, split_path, base, t, settings, run / "shards") for t in tasks if t["method"] == name]
+        mine = [t for t in tasks if t["method"] == name]
+        if only is not None and only - {t["shard"] for t in mine}:
+            sys.exit(f"--only-shards {args.only_shards}: {name} has shards 0..{len(mine) - 1}")
+        for t in mine:
+            if only is None or t["shard"] in only:
+                _task(lc, split_path, base, t, settings, run / "shards")
+        outs = [o for o in (_finished(t, settings, run / "shards") for t in mine) if o is not None]
+        if len(outs) < len(mine):
+            print(f"{name}: {len(outs)} of {len(mine)} shards done; run the others (--only-shards) to assemble it",
+                  flush=True)
+            if settings["methods"][name]["model"] == "lft" and outs:
+                results[name + "_partial"] = lc.evaluate_lft_partial(split_path, base, name, outs, settings)
+                _save(out, results, settings, t0)
+                print(json.dumps(results[name + "_partial"], indent=1), flush=True)
+            continue
+        results.pop(name + "_partial", None)
         results[name] = lc.assemble(split_path, base, name, outs, settings, run / "models")
         _save(out, results, settings, t0)
         print(_row(name, results[name]), flush=True)
     for name in results:
-        print(_row(name, results[name]))
+        if not name.endswith("_partial"):
+            print(_row(name, results[name]))
 
 
 def _task(lc, split_path, base: dict, task: dict, settings: dict, shard_dir: Path) -> dict:
     """Run one task, or reuse its finished output: each task's result is recorded beside its file
     with the method's settings, so an interrupted multi-hour run (LOCA, LFT in shards) resumes
     from the first unfinished shard. A changed setting or a missing file reruns the task."""
-    from recsys.io import json_default, write_json
+    from recsys.io import write_json
 
-    key = {"task": task, "method": settings["methods"][task["method"]]}
-    record = shard_dir / f"{task['method']}.shard{task['shard']}.done.json"
-    if record.exists():
-        done = json.loads(record.read_text())
-        if done.get("key") == json.loads(json.dumps(key, default=json_default)) and Path(done["out"]["path"]).exists():
-            print(f"reusing {task['method']} shard {task['shard']} ({done['out']['seconds']:.0f} s)", flush=True)
-            return done["out"]
+    done = _finished(task, settings, shard_dir)
+    if done is not None:
+        print(f"reusing {task['method']} shard {task['shard']} ({done['seconds']:.0f} s)", flush=True)
+        return done
     out = lc.run_task(split_path, base, task, settings, shard_dir)
-    write_json(record, {"key": key, "out": out})
+    write_json(_record(task, shard_dir), {"key": _key(task, settings), "out": out})
     return out
+
+
+def _key(task: dict, settings: dict) -> dict:
+    from recsys.io import json_default
+
+    return json.loads(json.dumps({"task": task, "method": settings["methods"][task["method"]]}, default=json_default))
+
+
+def _record(task: dict, shard_dir: Path) -> Path:
+    return shard_dir / f"{task['method']}.shard{task['shard']}.done.json"
+
+
+def _finished(task: dict, settings: dict, shard_dir: Path) -> dict | None:
+    """The recorded output of a task run earlier with the same settings, or None."""
+    record = _record(task, shard_dir)
+    if not record.exists():
+        return None
+    done = json.loads(record.read_text())
+    if done.get("key") == _key(task, settings) and Path(done["out"]["path"]).exists():
+        return done["out"]
+    return None
 
 
 def _n_users(split_path) -> int:

@@ -296,6 +296,50 @@ def assemble(split_path, base: Mapping[str, Any], name: str, outputs: list[Mappi
     return result
 
 
+def evaluate_lft_partial(split_path, base: Mapping[str, Any], name: str, outputs: list[Mapping[str, Any]],
+                         settings: Mapping[str, Any]) -> dict:
+    """LFT from some of its shards: test NDCG@20 of the fine-tuned users against the model LFT
+    starts from (WL, or the VAE with ``base_exponent: 0``) on the *same* users, overall and per
+    mainstream group, with the measured seconds and the full run extrapolated from them. A full
+    LFT run takes hours on a CPU; this says, from a part of it, whether fine-tuning helps and what
+    the rest costs. Shards split the users by index, so a shard is a sample of all groups."""
+    import torch
+
+    from recsys.metrics.groups import group_report
+    from recsys.models.base import Model
+
+    if not outputs:
+        raise ConfigError(f"no finished {name} shards to evaluate")
+    method = settings["methods"][name]
+    if method["model"] != "lft":
+        raise ConfigError(f"{name!r} is a {method['model']} method; only LFT's shards are separate users")
+    split, _, groups = _load(split_path)
+    device = settings.get("device")
+    lft = _prepared(base, name, device)
+    users = []
+    for o in outputs:
+        part = torch.load(o["path"], map_location="cpu", weights_only=False)
+        lft.set_scores(part["items"], part["scores"].numpy())
+        users.append(np.asarray(part["items"]))
+    users = np.concatenate(users)
+    start_name = _start_of(method)
+    start = Model.load(base["models"][start_name], device=device)
+    out = {"method": name, "start": start_name, "users": int(len(users)), "of_users": int(split["train"].shape[0]),
+           "shards_done": sorted(int(o["shard"]) for o in outputs), "n_shards": int(outputs[0]["n_shards"]),
+           "protocol": split.protocol, "split_seed": split.seed, "metric": "ndcg@20, full ranking of the test items, training items masked"}
+    for label, model in ((name, lft), (start_name, start)):
+        res = model.evaluate_users(split["test"], users, ks=(20,), metrics=("ndcg",))
+        # res.users are rows of the `users` subset: map them back to user ids for the groups
+        rep = group_report({GROUP_METRIC: res.per_user[GROUP_METRIC]}, groups, users=users[res.users])
+        out[label] = {"ndcg@20": rep["overall"][GROUP_METRIC],
+                      "groups": {g: v[GROUP_METRIC] for g, v in rep["groups"].items()}}
+    out["group_sizes"] = {g: v["n_users"] for g, v in rep["groups"].items()}
+    seconds = [float(o["seconds"]) for o in outputs]
+    out["shard_seconds"] = [round(s, 1) for s in seconds]
+    out["full_run_seconds_estimate"] = round(sum(seconds) * out["of_users"] / out["users"], 0)
+    return out
+
+
 def evaluate_method(model, split, groups: np.ndarray, name: str, method: Mapping[str, Any], seconds: float) -> dict:
     """Test P / R / NDCG @ {1, 5, 10, 20} overall, NDCG@20 per mainstream group, and the protocol record."""
     from recsys.metrics.groups import group_report
