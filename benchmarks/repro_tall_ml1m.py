@@ -79,10 +79,11 @@ def main() -> None:
     only = None if args.only_shards is None else {int(x) for x in lc.comma_list(args.only_shards)}
     for name in [m for m in settings["methods"] if m not in lc.BASE_METHODS]:
         mine = [t for t in tasks if t["method"] == name]
-        if only is not None and only - {t["shard"] for t in mine}:
+        pick = only if settings["methods"][name]["model"] in lc.SHARDED else None  # TALL etc.: one task, run it
+        if pick is not None and pick - {t["shard"] for t in mine}:
             sys.exit(f"--only-shards {args.only_shards}: {name} has shards 0..{len(mine) - 1}")
         for t in mine:
-            if only is None or t["shard"] in only:
+            if pick is None or t["shard"] in pick:
                 _task(lc, split_path, base, t, settings, run / "shards")
         outs = [o for o in (_finished(t, settings, run / "shards") for t in mine) if o is not None]
         if len(outs) < len(mine):
