@@ -125,7 +125,7 @@ def _key(task: dict, settings: dict) -> dict:
 
 
 def _record(task: dict, shard_dir: Path) -> Path:
-    return shard_dir / f"{task['method']}.shard{task['shard']}.done.json"
+    return shard_dir / f"{task['method']}.shard{task['shard']}of{task['n_shards']}.done.json"
 
 
 def _finished(task: dict, settings: dict, shard_dir: Path) -> dict | None:

@@ -221,7 +221,8 @@ def run_task(split_path, base: Mapping[str, Any], task: Mapping[str, Any], setti
     device = settings.get("device")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{name}.shard{task['shard']}.pt"
+    # the shard count is in the name: rerunning with another --shards does not overwrite finished work
+    path = out / f"{name}.shard{task['shard']}of{task['n_shards']}.pt"
     start = time.perf_counter()
     train, valid = split["train"], split["valid"]
     import torch

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -36,6 +38,7 @@ def test_lft_partial_compares_the_same_users_with_its_start(stage):
     settings, prepared, base, tasks, root = stage
     assert len(tasks) == 3
     outs = [lc.run_task(prepared.path, base, t, settings, root / "shards") for t in tasks[:2]]
+    assert [Path(o["path"]).name for o in outs] == ["lft.shard0of3.pt", "lft.shard1of3.pt"]  # another count: other files
     part = lc.evaluate_lft_partial(prepared.path, base, "lft", outs[::-1], settings)
     n_users = prepared.split["train"].shape[0]
     assert part["users"] == len(tasks[0]["items"]) + len(tasks[1]["items"]) and part["of_users"] == n_users
