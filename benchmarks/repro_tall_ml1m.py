@@ -82,10 +82,9 @@ def main() -> None:
         pick = only if settings["methods"][name]["model"] in lc.SHARDED else None  # TALL etc.: one task, run it
         if pick is not None and pick - {t["shard"] for t in mine}:
             sys.exit(f"--only-shards {args.only_shards}: {name} has shards 0..{len(mine) - 1}")
-        for t in mine:
-            if pick is None or t["shard"] in pick:
-                _task(lc, split_path, base, t, settings, run / "shards")
-        outs = [o for o in (_finished(t, settings, run / "shards") for t in mine) if o is not None]
+        outs = [_task(lc, split_path, base, t, settings, run / "shards") if pick is None or t["shard"] in pick
+                else _finished(t, settings, run / "shards") for t in mine]
+        outs = [o for o in outs if o is not None]  # shards not run now and not finished earlier
         if len(outs) < len(mine):
             print(f"{name}: {len(outs)} of {len(mine)} shards done; run the others (--only-shards) to assemble it",
                   flush=True)

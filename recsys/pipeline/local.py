@@ -258,11 +258,28 @@ def _start_of(method: Mapping[str, Any]) -> str:
     return "vae" if float(method["config"].get("base_exponent", 1.5)) == 0 else "wl"
 
 
+def _shard_parts(outputs: list[Mapping[str, Any]]) -> list[dict]:
+    """The payloads :func:`run_task` saved for these shard outputs."""
+    import torch
+
+    return [torch.load(o["path"], map_location="cpu", weights_only=False) for o in outputs]
+
+
+def _group_means(res, groups: np.ndarray, users: np.ndarray | None = None) -> dict:
+    """NDCG@20 of a ranking result overall and per mainstream group, with group sizes; `users`
+    maps the result's rows to user ids when it was evaluated on a subset."""
+    from recsys.metrics.groups import group_report
+
+    ids = res.users if users is None else np.asarray(users)[res.users]
+    report = group_report({GROUP_METRIC: res.per_user[GROUP_METRIC]}, groups, users=ids)
+    return {"overall": report["overall"][GROUP_METRIC],
+            "groups": {g: v[GROUP_METRIC] for g, v in report["groups"].items()},
+            "group_sizes": {g: v["n_users"] for g, v in report["groups"].items()}}
+
+
 def assemble(split_path, base: Mapping[str, Any], name: str, outputs: list[Mapping[str, Any]],
              settings: Mapping[str, Any], out_dir) -> dict:
     """Put a method's shards together into one model, save it, evaluate it."""
-    import torch
-
     from recsys.models.base import Model
     from recsys.models.local.bank import ExpertBank
 
@@ -273,7 +290,7 @@ def assemble(split_path, base: Mapping[str, Any], name: str, outputs: list[Mappi
     seconds = sum(o["seconds"] for o in outputs)
     if kind in SHARDED:
         seconds += base["prepared"][name]["seconds"]
-        parts = [torch.load(o["path"], map_location="cpu", weights_only=False) for o in outputs]
+        parts = _shard_parts(outputs)
         model = _prepared(base, name, device)
         for p in parts:
             model.history_ += p["history"]
@@ -304,9 +321,6 @@ def evaluate_lft_partial(split_path, base: Mapping[str, Any], name: str, outputs
     mainstream group, with the measured seconds and the full run extrapolated from them. A full
     LFT run takes hours on a CPU; this says, from a part of it, whether fine-tuning helps and what
     the rest costs. Shards split the users by index, so a shard is a sample of all groups."""
-    import torch
-
-    from recsys.metrics.groups import group_report
     from recsys.models.base import Model
 
     if not outputs:
@@ -317,24 +331,19 @@ def evaluate_lft_partial(split_path, base: Mapping[str, Any], name: str, outputs
     split, _, groups = _load(split_path)
     device = settings.get("device")
     lft = _prepared(base, name, device)
-    users = []
-    for o in outputs:
-        part = torch.load(o["path"], map_location="cpu", weights_only=False)
-        lft.set_scores(part["items"], part["scores"].numpy())
-        users.append(np.asarray(part["items"]))
-    users = np.concatenate(users)
+    parts = _shard_parts(outputs)
+    for p in parts:
+        lft.set_scores(p["items"], p["scores"].numpy())
+    users = np.concatenate([np.asarray(p["items"]) for p in parts])
     start_name = _start_of(method)
     start = Model.load(base["models"][start_name], device=device)
     out = {"method": name, "start": start_name, "users": int(len(users)), "of_users": int(split["train"].shape[0]),
            "shards_done": sorted(int(o["shard"]) for o in outputs), "n_shards": int(outputs[0]["n_shards"]),
            "protocol": split.protocol, "split_seed": split.seed, "metric": "ndcg@20, full ranking of the test items, training items masked"}
     for label, model in ((name, lft), (start_name, start)):
-        res = model.evaluate_users(split["test"], users, ks=(20,), metrics=("ndcg",))
-        # res.users are rows of the `users` subset: map them back to user ids for the groups
-        rep = group_report({GROUP_METRIC: res.per_user[GROUP_METRIC]}, groups, users=users[res.users])
-        out[label] = {"ndcg@20": rep["overall"][GROUP_METRIC],
-                      "groups": {g: v[GROUP_METRIC] for g, v in rep["groups"].items()}}
-    out["group_sizes"] = {g: v["n_users"] for g, v in rep["groups"].items()}
+        means = _group_means(model.evaluate_users(split["test"], users, ks=(20,), metrics=("ndcg",)), groups, users)
+        out[label] = {"ndcg@20": means["overall"], "groups": means["groups"]}
+    out["group_sizes"] = means["group_sizes"]
     seconds = [float(o["seconds"]) for o in outputs]
     out["shard_seconds"] = [round(s, 1) for s in seconds]
     out["full_run_seconds_estimate"] = round(sum(seconds) * out["of_users"] / out["users"], 0)
@@ -343,11 +352,9 @@ def evaluate_lft_partial(split_path, base: Mapping[str, Any], name: str, outputs
 
 def evaluate_method(model, split, groups: np.ndarray, name: str, method: Mapping[str, Any], seconds: float) -> dict:
     """Test P / R / NDCG @ {1, 5, 10, 20} overall, NDCG@20 per mainstream group, and the protocol record."""
-    from recsys.metrics.groups import group_report
-
     res = model.evaluate_users(split["test"], ks=REPORT_KS, metrics=REPORT_METRICS)
     valid = model.evaluate_users(split["valid"], ks=REPORT_KS, metrics=REPORT_METRICS)
-    report = group_report({GROUP_METRIC: res.per_user[GROUP_METRIC]}, groups, users=res.users)
+    means = _group_means(res, groups)
     cfg = model.config.to_dict()
     history = getattr(model, "history_", []) or []
     return {
@@ -361,9 +368,9 @@ def evaluate_method(model, split, groups: np.ndarray, name: str, method: Mapping
         "metric_definitions": res.definitions(),
         "test": res.mean(),
         "valid": valid.mean(),
-        "groups": {g: v[GROUP_METRIC] for g, v in report["groups"].items()},
-        "group_sizes": {g: v["n_users"] for g, v in report["groups"].items()},
-        "overall_" + GROUP_METRIC: report["overall"][GROUP_METRIC],
+        "groups": means["groups"],
+        "group_sizes": means["group_sizes"],
+        "overall_" + GROUP_METRIC: means["overall"],
         "gate_uses_validation_labels": bool(method["model"] == "tall" and cfg.get("gate_source") == "valid"),
         "epochs": len([h for h in history if "epoch" in h]),
         "best_epoch": getattr(model, "best_epoch_", None),
