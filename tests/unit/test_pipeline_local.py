@@ -71,3 +71,23 @@ def test_lft_partial_refuses_other_methods_and_nothing(stage):
         lc.evaluate_lft_partial(prepared.path, base, "lft", [], settings)
     with pytest.raises(ConfigError, match="'enlft' is a enlft method"):
         lc.evaluate_lft_partial(prepared.path, base, "enlft", [{"path": "x", "shard": 0}], settings)
+
+
+@pytest.mark.parametrize("dataset", ["amazon-digital-music", "ml-1m"])
+def test_gate_ablation_runs_the_dataset_tall_settings_with_only_the_two_switches_changed(dataset):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "ablate_tall_gate.py"
+    spec = importlib.util.spec_from_file_location("ablate_tall_gate", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    settings = mod.variant_settings(dataset)
+    tall = dict(lc.load_settings(dataset)["methods"]["tall"])
+    assert list(settings["methods"]) == list(mod.VARIANTS)
+    seen = set()
+    for name, switches in mod.VARIANTS.items():
+        method = settings["methods"][name]
+        assert method["model"] == "tall"
+        assert method["config"] == {**tall, **switches}
+        seen.add((switches["gate_source"], switches["adaptive"]))
+    assert seen == {("valid", True), ("valid", False), ("train_slice", True), ("train_slice", False)}
