@@ -79,7 +79,7 @@ def main() -> None:
     only = None if args.only_shards is None else {int(x) for x in lc.comma_list(args.only_shards)}
     for name in [m for m in settings["methods"] if m not in lc.BASE_METHODS]:
         mine = [t for t in tasks if t["method"] == name]
-        pick = only if settings["methods"][name]["model"] in lc.SHARDED else None  # TALL etc.: one task, run it
+        pick = only if lc.is_sharded(settings["methods"][name]) else None  # TALL etc.: one task, run it
         if pick is not None and pick - {t["shard"] for t in mine}:
             sys.exit(f"--only-shards {args.only_shards}: {name} has shards 0..{len(mine) - 1}")
         outs = [_task(lc, split_path, base, t, settings, run / "shards") if pick is None or t["shard"] in pick

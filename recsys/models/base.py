@@ -1,10 +1,16 @@
-"""The Model contract: ``Model(config)``, ``fit(train, valid=None) -> self``, ``score(rows) -> Tensor``,
-``save(path)`` / ``Model.load(path)``.
+"""Model contracts, by what a model outputs.
 
-Hyper-parameters live in a frozen, validated config dataclass; learned state lives in
-attributes ending with ``_`` (that is what ``save`` writes). ``score`` takes CSR rows of
-user histories (the fold-in / training rows) and returns scores [B, n_items] on the model's
-device.
+* :class:`Model`: a frozen, validated config dataclass; learned state in attributes ending with
+  ``_`` (what ``save`` writes); ``save(path)`` / ``Model.load(path)``; and the split-level contract
+  the pipeline calls without knowing the model -- ``fit_split(split)``, ``evaluate_split(split,
+  stage, ...)``, ``exports(split)`` (arrays later stages read).
+* :class:`ItemScorer`: ``fit(train, valid)`` on CSR user rows, ``score(rows) -> [B, n_items]``.
+* :class:`SequenceScorer`: ``fit`` on time-ordered sequences (a leave-one-out split),
+  ``score(histories) -> [B, n_items]``, ``item_embeddings()``.
+* :class:`SequenceRater`: one rating per sequence position (the meta stage's backbones).
+* :class:`InterestModel`: K interest vectors per user (multi-interest models).
+* :class:`IterativeModel`: trains through :mod:`recsys.training.loop` (early stopping, restore,
+  checkpoints, progress, ``max_seconds``); ``checkpoints(folder)`` makes ``fit`` resumable.
 """
 
 from __future__ import annotations
@@ -13,19 +19,21 @@ import os
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar, Iterable, Mapping
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import Tensor, nn
 
-from recsys.checks import check_int, unknown_key_error
+from recsys.checks import check_choice, check_float, check_int, unknown_key_error
 from recsys.errors import ConfigError, DataError, RecsysError
 from recsys.io import atomic_path
 from recsys.metrics.ranking import RankingResult, evaluate
 from recsys.training.batches import as_csr
 from recsys.training.device import keep_freed_cpu_memory, pick_device
+from recsys.training.loop import PROGRESS, Job, LoopResult, LoopSettings
+from recsys.training.loop import run as run_loop
 
 FORMAT_VERSION = 1
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -52,7 +60,11 @@ def check_fit_inputs(train, valid, patience: int | None):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Settings every model has. Subclasses add fields and extend ``validate``."""
+    """Settings every model has. Subclasses add fields and extend ``validate``.
+
+    A field may hold another model's config (a meta-learner's backbone): ``to_dict`` writes it as
+    ``{"model": name, "config": {...}}`` and ``from_dict`` builds it back through the registry.
+    """
 
     seed: int = 0
     device: str | None = None  # None / "auto": CUDA if available, else CPU
@@ -72,10 +84,62 @@ class ModelConfig:
         for key in values:
             if key not in names:
                 raise unknown_key_error(key, names, f"{model} config key")
+        values = {k: _nested_config(v, f"{model}.{k}") for k, v in values.items()}
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = _config_entry(value) if isinstance(value, ModelConfig) else asdict(self)[f.name]
+        return out
+
+
+def _config_entry(config: ModelConfig) -> dict[str, Any]:
+    from recsys.models.registry import model_of_config
+
+    return {"model": model_of_config(type(config)), "config": config.to_dict()}
+
+
+def _nested_config(value: Any, where: str) -> Any:
+    """``{"model": name, "config": {...}}`` -> that model's config object; anything else unchanged."""
+    if isinstance(value, Mapping) and set(value) == {"model", "config"} and isinstance(value["model"], str):
+        from recsys.models.registry import get_model
+
+        klass = get_model(value["model"])
+        return klass.Config.from_dict(dict(value["config"] or {}), f"{where} ({value['model']})")
+    return value
+
+
+@dataclass(frozen=True)
+class IterativeConfig(ModelConfig):
+    """Settings of models trained by :mod:`recsys.training.loop`.
+
+    ``epochs`` (or blocks of iterations), ``patience`` (validations without gain; None = never stop
+    early), ``eval_every`` (epochs between validations), ``max_seconds`` (wall-clock budget of
+    training + validation; the loop stops after the epoch that crosses it, with the best weights),
+    ``progress`` ("auto": a bar in a terminal, else one line per epoch; "bar", "lines", "off").
+    """
+
+    epochs: int = 100
+    patience: int | None = None
+    eval_every: int = 1
+    max_seconds: float | None = None
+    progress: str = "auto"
+
+    def validate(self) -> None:
+        super().validate()
+        check_int("epochs", self.epochs, 0)
+        if self.patience is not None:
+            check_int("patience", self.patience, 1)
+        check_int("eval_every", self.eval_every, 1)
+        if self.max_seconds is not None:
+            check_float("max_seconds", self.max_seconds, 0.0, low_open=True)
+        check_choice("progress", self.progress, PROGRESS)
+
+
+# Settings that may change between a run and its resumption without invalidating a checkpoint.
+_RESUMABLE_CHANGES = ("device", "max_seconds", "progress", "epochs")
 
 
 class NotFittedError(RecsysError):
@@ -83,10 +147,11 @@ class NotFittedError(RecsysError):
 
 
 class Model:
-    """Base class: config handling, evaluation, atomic save / load of the ``_`` attributes."""
+    """Base class: config handling, the split-level contract, atomic save / load of the ``_`` attributes."""
 
     name: ClassVar[str] = "model"
     Config: ClassVar[type[ModelConfig]] = ModelConfig
+    protocols: ClassVar[tuple[str, ...] | None] = None  # the split protocols it can train on (None: any)
 
     def __init__(self, config: ModelConfig | None = None, **overrides: Any) -> None:
         if config is None:
@@ -100,13 +165,147 @@ class Model:
         if self.device.type == "cpu":
             keep_freed_cpu_memory()
 
-    # ---- the contract --------------------------------------------------------------------
+    # ---- the split-level contract (what recsys.pipeline calls) -------------------------------
+    def fit_split(self, split, *, validate: bool = True) -> "Model":
+        """Fit on a saved protocol split (its training part; its validation stage when `validate`)."""
+        raise NotImplementedError
+
+    def evaluate_split(self, split, stage: str, *, ks: Iterable[int], metrics: Iterable[str],
+                       recall_denominator: str = "n") -> RankingResult:
+        """Ranking metrics on one evaluation stage ("valid" / "test") of `split`."""
+        raise NotImplementedError
+
+    def exports(self, split) -> dict[str, np.ndarray]:
+        """Arrays later stages read (user / item embeddings); none by default."""
+        return {}
+
+    # ---- persistence ------------------------------------------------------------------------
+    def _state_names(self) -> list[str]:
+        return sorted(k for k in vars(self) if k.endswith("_") and not k.startswith("_"))
+
+    def _check_fitted(self) -> None:
+        if not self._state_names():
+            raise NotFittedError(f"{self.name} is not fitted: call fit(train) or {type(self).__name__}.load(path) first")
+
+    def _init_modules(self) -> None:
+        """Rebuild the nn.Module attributes from config and plain state (before weights are loaded)."""
+
+    def _payload(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_VERSION,
+            "model": self.name,
+            "config": self.config.to_dict(),
+            "state": {k: _pack(getattr(self, k)) for k in self._state_names()},
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write config and learned state to one file, atomically (a reader never sees half a file)."""
+        self._check_fitted()
+        payload = self._payload()
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | None = None) -> "Model":
+        """Load a model written by ``save``; `device` overrides the saved device setting."""
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"no saved model at {path}")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated / not a torch file
+            raise DataError(f"{path} is not a readable recsys model file ({type(exc).__name__}: {exc}); "
+                            f"it may be truncated: save the model again") from None
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
+            raise DataError(f"{path} is not a recsys model file (format {FORMAT_VERSION})")
+        model = _from_payload(payload, device)
+        if not isinstance(model, cls):
+            raise ConfigError(f"{path} holds a {payload['model']!r} model, not a {cls.__name__}")
+        return model
+
+
+def _from_payload(payload: Mapping[str, Any], device: str | None) -> Model:
+    from recsys.models.registry import get_model
+
+    klass = get_model(payload["model"])
+    config = dict(payload["config"])
+    if device is not None:
+        config["device"] = device
+    model = klass(klass.Config.from_dict(config, klass.name))
+    modules = {}
+    for key, value in payload["state"].items():
+        if isinstance(value, dict) and "__module__" in value:
+            modules[key] = value["__module__"]
+        else:
+            setattr(model, key, _unpack(value, model.device))
+    model._init_modules()
+    for key, state_dict in modules.items():
+        getattr(model, key).load_state_dict(state_dict)
+    return model
+
+
+class IterativeModel(Model):
+    """A model trained by the one loop (:func:`recsys.training.loop.run`): its ``fit`` builds a
+    :class:`~recsys.training.loop.Job` and calls :meth:`_train`."""
+
+    Config: ClassVar[type[ModelConfig]] = IterativeConfig
+    _checkpoint_dir: Path | None = None
+
+    def checkpoints(self, folder: str | os.PathLike | None) -> "IterativeModel":
+        """Write a checkpoint each epoch under `folder` and resume from it (None: no checkpoints)."""
+        self._checkpoint_dir = None if folder is None else Path(folder)
+        return self
+
+    def _train(self, job: Job, *, monitor: str, mode: str = "max", stopper: Any = None, tag: str = "",
+               epochs: int | None = None, patience: Any = "config", progress: str | None = None,
+               restore_best: bool = True, data: Mapping[str, Any] | None = None,
+               max_seconds: Any = "config") -> LoopResult:
+        """Run `job` through the loop with the config's epochs / patience / eval_every /
+        max_seconds / progress (each overridable); `tag` names a sub-fit (its own checkpoint
+        folder); `data` (shapes, sizes) joins the checkpoint fingerprint."""
+        c = self.config
+        settings = LoopSettings(
+            name=f"{self.name}{'/' + tag.rstrip('_') if tag else ''}",
+            epochs=c.epochs if epochs is None else epochs,
+            patience=getattr(c, "patience", None) if patience == "config" else patience,
+            eval_every=getattr(c, "eval_every", 1),
+            mode=mode, monitor=monitor,
+            max_seconds=getattr(c, "max_seconds", None) if max_seconds == "config" else max_seconds,
+            progress=progress or getattr(c, "progress", "auto"), restore_best=restore_best)
+        folder = None
+        if self._checkpoint_dir is not None:
+            folder = self._checkpoint_dir / (tag.rstrip("_") or "fit")
+        config = {k: v for k, v in c.to_dict().items() if k not in _RESUMABLE_CHANGES}
+        fingerprint = {"model": self.name, "config": config, "tag": tag, "data": dict(data or {})}
+        return run_loop(job, settings, checkpoint_dir=folder, fingerprint=fingerprint, stopper=stopper)
+
+
+class ItemScorer(Model):
+    """Scores items for users given as CSR rows of their interactions (bag-of-items models)."""
+
     def fit(self, train: sp.csr_matrix, valid: tuple[sp.csr_matrix, sp.csr_matrix] | None = None) -> "Model":
         raise NotImplementedError
 
     def score(self, rows: sp.csr_matrix) -> Tensor:
         """Scores [B, n_items] (higher = better) for users whose histories are the CSR `rows`."""
         raise NotImplementedError
+
+    # ---- the split-level contract ---------------------------------------------------------
+    def wants_validation(self) -> bool:
+        """Iterative models validate each epoch; closed-form and counting ones take no validation."""
+        return isinstance(self, IterativeModel)
+
+    def fit_split(self, split, *, validate: bool = True) -> "ItemScorer":
+        stages = split.meta["evaluation"]
+        valid = stage_matrices(split, stages["valid"]) if validate and "valid" in stages else None
+        return self.fit(split["train"], valid if self.wants_validation() else None)
+
+    def evaluate_split(self, split, stage: str, *, ks: Iterable[int], metrics: Iterable[str],
+                       recall_denominator: str = "n") -> RankingResult:
+        inputs, target = stage_matrices(split, split.meta["evaluation"][stage])
+        return self.evaluate(inputs, target, recall_denominator=recall_denominator, ks=ks, metrics=metrics)
 
     # ---- evaluation -------------------------------------------------------------------------
     def _mask_inputs(self) -> bool:
@@ -146,10 +345,6 @@ class Model:
             keep_topk=keep_topk,
         )
 
-    # ---- persistence ------------------------------------------------------------------------
-    def _state_names(self) -> list[str]:
-        return sorted(k for k in vars(self) if k.endswith("_") and not k.startswith("_"))
-
     def _n_items(self) -> int:
         """Number of items the fitted model scores."""
         return self.n_items_
@@ -163,59 +358,56 @@ class Model:
             raise DataError(f"rows have {rows.shape[1]} items, the model was fitted on {n_items}")
         return rows
 
-    def _check_fitted(self) -> None:
-        if not self._state_names():
-            raise NotFittedError(f"{self.name} is not fitted: call fit(train) or {type(self).__name__}.load(path) first")
 
-    def _init_modules(self) -> None:
-        """Rebuild the nn.Module attributes from config and plain state (before weights are loaded)."""
+def stage_matrices(split, stage: Mapping[str, Any]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """(input rows, target rows) of one evaluation stage of a matrix split; the input is also the
+    ranking mask."""
+    inputs = sum(split[name] for name in stage["input"])
+    return (inputs > 0).astype(np.float32).tocsr(), split[stage["target"]]
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write config and learned state to one file, atomically (a reader never sees half a file)."""
-        self._check_fitted()
-        payload = {
-            "format": FORMAT_VERSION,
-            "model": self.name,
-            "config": self.config.to_dict(),
-            "state": {k: _pack(getattr(self, k)) for k in self._state_names()},
-        }
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
-        return path
 
-    @classmethod
-    def load(cls, path: str | os.PathLike, device: str | None = None) -> "Model":
-        """Load a model written by ``save``; `device` overrides the saved device setting."""
-        from recsys.models.registry import get_model
+class SequenceScorer(Model):
+    """Scores items for users given as time-ordered item sequences (a leave-one-out split, or
+    lists of item-id arrays): ``score(histories) -> [B, n_items]``, ``evaluate(split, stage)``,
+    ``item_embeddings() -> [n_items, d]``."""
 
-        path = Path(path)
-        if not path.is_file():
-            raise DataError(f"no saved model at {path}")
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
-            raise DataError(f"{path} is not a recsys model file (format {FORMAT_VERSION})")
-        klass = get_model(payload["model"])
-        if not issubclass(klass, cls):
-            raise ConfigError(f"{path} holds a {payload['model']!r} model, not a {cls.__name__}")
-        config = dict(payload["config"])
-        if device is not None:
-            config["device"] = device
-        model = klass(klass.Config.from_dict(config, klass.name))
-        modules = {}
-        for key, value in payload["state"].items():
-            if isinstance(value, dict) and "__module__" in value:
-                modules[key] = value["__module__"]
-            else:
-                setattr(model, key, _unpack(value, model.device))
-        model._init_modules()
-        for key, state_dict in modules.items():
-            getattr(model, key).load_state_dict(state_dict)
-        return model
+    protocols = ("leave_one_out",)
+
+    def fit_split(self, split, *, validate: bool = True) -> "SequenceScorer":
+        return self.fit(split)
+
+    def evaluate_split(self, split, stage: str, *, ks: Iterable[int], metrics: Iterable[str],
+                       recall_denominator: str = "n") -> RankingResult:
+        return self.evaluate(split, stage, ks=ks, metrics=metrics)
+
+    def item_embeddings(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def exports(self, split) -> dict[str, np.ndarray]:
+        return {"item_embeddings": self.item_embeddings()}
+
+
+class SequenceRater(Model):
+    """Predicts one rating per position of a time-ordered (item, rating) sequence:
+    ``predict_ratings(items [B, W]) -> [B, W]`` on the 1..5 scale (the meta stage's backbones)."""
+
+    def predict_ratings(self, tokens: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class InterestModel(SequenceScorer):
+    """Returns K interest vectors per user, ``interests(histories) -> [B, K, d]``; an item's score is
+    the maximum over interests of ⟨interest, item embedding⟩."""
+
+    def interests(self, histories) -> Tensor:
+        raise NotImplementedError
 
 
 def _pack(value: Any) -> Any:
-    """A learned attribute in a form ``torch.load(weights_only=True)`` accepts."""
+    """A learned attribute in a form ``torch.load(weights_only=True)`` accepts (a model held by
+    another model is packed whole, config included)."""
+    if isinstance(value, Model):
+        return {"__model__": value._payload()}
     if isinstance(value, nn.Module):
         return {"__module__": {k: v.detach().cpu() for k, v in value.state_dict().items()}}
     if isinstance(value, Tensor):
@@ -231,6 +423,8 @@ def _pack(value: Any) -> Any:
 
 
 def _unpack(value: Any, device: torch.device) -> Any:
+    if isinstance(value, dict) and "__model__" in value:
+        return _from_payload(value["__model__"], str(device))
     if isinstance(value, Tensor):
         return value.to(device)
     if isinstance(value, dict) and "__ndarray__" in value:

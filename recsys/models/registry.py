@@ -40,3 +40,11 @@ def get_model(name: str) -> type[Model]:
 def build(name: str, **config: Any) -> Model:
     """An unfitted model `name` with `config` overriding its defaults (unknown keys -> ConfigError)."""
     return get_model(name)(**config)
+
+
+def model_of_config(config_class: type) -> str:
+    """The registered name whose Config is exactly `config_class` (for nested configs)."""
+    for name, klass in MODELS.items():
+        if klass.Config is config_class:
+            return name
+    raise ConfigError(f"{config_class.__name__} is not the config of a registered model")

@@ -24,12 +24,11 @@ import numpy as np
 
 from recsys.errors import ConfigError
 from recsys.io import atomic_path, save_npy, sha256_file
-from recsys.pipeline.pretrain import comma_list, load_stage_settings
+from recsys.pipeline.settings import comma_list, load_stage_settings
 from recsys.pipeline.preprocess import default_output_root, figure_png
 
 METHOD_MODELS = {"vae": "wl", "wl": "wl", "loca": "loca", "lft": "lft", "enlft": "enlft", "tall": "tall"}
 BASE_METHODS = ("vae", "wl")  # trained in the base step: LOCA's global model and LFT / EnLFT's start
-SHARDED = {"loca", "lft", "enlft"}
 REPORT_KS = (1, 5, 10, 20)
 REPORT_METRICS = ("precision", "recall", "ndcg")
 GROUP_METRIC = "ndcg@20"
@@ -77,12 +76,7 @@ def select_methods(settings: Mapping[str, Any], methods: str | None) -> dict:
         klass.Config.from_dict(cfg, model)  # ConfigError naming the bad key / value
         chosen[name] = {"model": model, "config": cfg}
     # the base step also trains what the chosen methods start from (LOCA: the VAE; LFT / EnLFT: WL)
-    needed = set()
-    for m in chosen.values():
-        if m["model"] == "loca":
-            needed.add("vae")
-        if m["model"] in ("lft", "enlft"):
-            needed.add(_start_of(m))
+    needed = {_start_of(m) for m in chosen.values()} - {None}
     for name in BASE_METHODS:
         if name not in chosen and name in needed:
             cfg = dict(configured.get(name) or {})
@@ -151,7 +145,7 @@ def train_base(split_path, settings: Mapping[str, Any], out_dir) -> dict:
         method = settings["methods"][name]
         start = time.perf_counter()
         model = _build(method, settings.get("device"))
-        model.fit(split["train"], split["valid"], ms=ms)
+        model.fit_local(split["train"], split["valid"], ms)
         seconds = time.perf_counter() - start
         models[name] = str(model.save(out / f"{name}.pt"))
         if not method.get("base_only"):
@@ -171,14 +165,11 @@ def prepare_methods(split_path, base: Mapping[str, Any], settings: Mapping[str, 
     device = settings.get("device")
     prepared = {}
     for name, method in settings["methods"].items():
-        if method["model"] not in SHARDED:
+        if not _model_class(method).sharded:
             continue
         start = time.perf_counter()
         model = _build(method, device)
-        if method["model"] == "loca":
-            model.prepare(split["train"], split["valid"], global_model=_base_model(base, "vae", device))
-        else:
-            model.prepare(split["train"], split["valid"], base_model=_base_model(base, _start_of(method), device))
+        model.prepare_from(split["train"], split["valid"], _base_model(base, _start_of(method), device))
         path = model.save(Path(out_dir) / f"{name}.prepared.pt")
         prepared[name] = {"path": str(path), "seconds": time.perf_counter() - start}
     return prepared
@@ -189,15 +180,11 @@ def plan(settings: Mapping[str, Any], n_users: int) -> list[dict]:
     tasks = []
     shards = int(settings.get("shards", 1))
     for name, method in settings["methods"].items():
-        kind = method["model"]
-        if name in BASE_METHODS and kind == "wl":
+        if name in BASE_METHODS:  # trained in the base step
             continue
-        if kind == "wl":  # an extra WL variant: one task
-            tasks.append({"method": name, "shard": 0, "n_shards": 1, "items": None})
-            continue
-        if kind in SHARDED:
-            cfg = method["config"]
-            total = {"loca": cfg.get("n_local", 100), "enlft": cfg.get("n_anchors", 100), "lft": n_users}[kind]
+        klass = _model_class(method)
+        if klass.sharded:
+            total = klass.shard_units(klass.Config.from_dict(method["config"], method["model"]), n_users)
             parts = np.array_split(np.arange(total), min(shards, total))
             tasks += [{"method": name, "shard": j, "n_shards": len(parts), "items": p.tolist()}
                       for j, p in enumerate(parts)]
@@ -217,7 +204,6 @@ def run_task(split_path, base: Mapping[str, Any], task: Mapping[str, Any], setti
     split, ms, _ = _load(split_path)
     name = task["method"]
     method = settings["methods"][name]
-    kind = method["model"]
     device = settings.get("device")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -228,18 +214,11 @@ def run_task(split_path, base: Mapping[str, Any], task: Mapping[str, Any], setti
     import torch
 
     items = np.asarray(task["items"], dtype=np.int64) if task["items"] is not None else None
-    if kind in SHARDED:
-        model = _prepared(base, name, device)
-        if kind == "loca":
-            payload = {"bank": model.fit_locals(valid, items).state_dict(), "items": items,
-                       "history": model.history_}
-        elif kind == "lft":
-            payload = {"scores": torch.from_numpy(model.finetune_users(items)), "items": items, "history": model.history_}
-        else:
-            payload = {"bank": model.fit_anchors(items).state_dict(), "items": items, "history": model.history_}
+    if _model_class(method).sharded:
+        payload = _prepared(base, name, device).fit_shard(valid, items)
     else:  # tall, or an extra wl variant: one whole model
         model = _build(method, device)
-        model.fit(train, valid, ms=ms) if kind == "wl" else model.fit(train, valid)
+        model.fit_local(train, valid, ms)
         model.save(path)
         return {**task, "path": str(path), "seconds": time.perf_counter() - start}
     with atomic_path(path) as tmp:
@@ -253,9 +232,21 @@ def _prepared(base: Mapping[str, Any], name: str, device):
     return Model.load(base["prepared"][name]["path"], device=device)
 
 
-def _start_of(method: Mapping[str, Any]) -> str:
-    """LFT / EnLFT fine-tune WL (LFT's paper) unless ``base_exponent: 0`` asks for the plain VAE."""
-    return "vae" if float(method["config"].get("base_exponent", 1.5)) == 0 else "wl"
+def _model_class(method: Mapping[str, Any]):
+    from recsys.models.registry import get_model
+
+    return get_model(method["model"])
+
+
+def is_sharded(method: Mapping[str, Any]) -> bool:
+    """Whether a method's model trains in shards (LOCA, LFT, EnLFT) rather than as one task."""
+    return bool(getattr(_model_class(method), "sharded", False))
+
+
+def _start_of(method: Mapping[str, Any]) -> str | None:
+    """The base method a method starts from (LOCA: the VAE; LFT / EnLFT: WL unless ``base_exponent: 0``)."""
+    klass = _model_class(method)
+    return klass.start_method(klass.Config.from_dict(method["config"], method["model"]))
 
 
 def _shard_parts(outputs: list[Mapping[str, Any]]) -> list[dict]:
@@ -281,30 +272,16 @@ def assemble(split_path, base: Mapping[str, Any], name: str, outputs: list[Mappi
              settings: Mapping[str, Any], out_dir) -> dict:
     """Put a method's shards together into one model, save it, evaluate it."""
     from recsys.models.base import Model
-    from recsys.models.local.bank import ExpertBank
 
     split, ms, groups = _load(split_path)
     method = settings["methods"][name]
-    kind, device = method["model"], settings.get("device")
+    device = settings.get("device")
     outputs = sorted(outputs, key=lambda o: o["shard"])
     seconds = sum(o["seconds"] for o in outputs)
-    if kind in SHARDED:
+    if _model_class(method).sharded:
         seconds += base["prepared"][name]["seconds"]
-        parts = _shard_parts(outputs)
         model = _prepared(base, name, device)
-        for p in parts:
-            model.history_ += p["history"]
-        if kind == "lft":
-            for p in parts:
-                model.set_scores(p["items"], p["scores"].numpy())
-        else:
-            banks = []
-            for p in parts:
-                bank = model._new_bank(len(p["items"]))
-                bank.load_state_dict(p["bank"])
-                banks.append(bank)
-            model.local_ = ExpertBank.concat(banks)
-        model.best_epoch_ = None
+        model.merge_shards(_shard_parts(outputs))
     else:
         model = Model.load(outputs[0]["path"], device=device)
     path = model.save(Path(out_dir) / f"{name}.pt")
@@ -326,7 +303,9 @@ def evaluate_lft_partial(split_path, base: Mapping[str, Any], name: str, outputs
     if not outputs:
         raise ConfigError(f"no finished {name} shards to evaluate")
     method = settings["methods"][name]
-    if method["model"] != "lft":
+    from recsys.models.local import LFT
+
+    if not issubclass(_model_class(method), LFT):
         raise ConfigError(f"{name!r} is a {method['model']} method; only LFT's shards are separate users")
     split, _, groups = _load(split_path)
     device = settings.get("device")

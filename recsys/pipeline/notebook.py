@@ -36,7 +36,9 @@ def read_records(notebook: str | Path | Any) -> dict[str, Any]:
 
 def params_path(name: str) -> Path:
     """A file under the repository's ``params/`` folder (notebooks run from any directory)."""
-    path = Path(__file__).resolve().parents[2] / "params" / name
+    from recsys.pipeline.settings import params_path as _params_path
+
+    path = _params_path(name)
     if not path.exists():
         from recsys.errors import ConfigError
 

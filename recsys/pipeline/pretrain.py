@@ -20,9 +20,8 @@ import numpy as np
 from recsys.errors import ConfigError
 from recsys.io import sha256_file
 from recsys.pipeline.preprocess import default_output_root, figure_png
+from recsys.pipeline.settings import comma_list, merged_settings, params_path
 
-PARAMS_DIR = Path(__file__).resolve().parents[2] / "params"
-SEQUENTIAL = {"bert4rec"}
 _PROTOCOL_KEYS = {"threshold", "dataset", "params", "models", "artifacts"}
 # Cut-offs and metrics each protocol's papers report.
 REPORT = {
@@ -35,7 +34,7 @@ REPORT = {
 
 
 def params_file(dataset: str) -> Path:
-    return PARAMS_DIR / f"pretrain_{dataset}.yaml"
+    return params_path(f"pretrain_{dataset}.yaml")
 
 
 def load_settings(dataset: str, override: Mapping[str, Any] | None = None) -> dict:
@@ -90,9 +89,10 @@ def protocol_settings(settings: Mapping[str, Any], protocol: str | None, models:
     from recsys.models.registry import get_model
 
     for name in wanted:
-        get_model(name)  # ConfigError naming the valid models
-        if name in SEQUENTIAL and protocol != "leave_one_out":
-            raise ConfigError(f"model '{name}' is sequential and needs the leave_one_out protocol, not '{protocol}'")
+        klass = get_model(name)  # ConfigError naming the valid models
+        if klass.protocols is not None and protocol not in klass.protocols:
+            raise ConfigError(f"model '{name}' trains on {' / '.join(klass.protocols)} splits only, not '{protocol}': "
+                              f"pass --protocol {klass.protocols[0]}")
     if not wanted:
         raise ConfigError(f"no models to train for protocol '{protocol}': list them under protocols.{protocol}.models")
     section["models"] = {name: dict(configured.get(name) or {}) for name in wanted}
@@ -118,6 +118,7 @@ def train_and_evaluate(split_path: str | os.PathLike, model_name: str, config: M
     train seconds, the protocol's metric definitions, and ``files`` (path and sha256 of every
     file written under ``out_dir``).
     """
+    from recsys.models.base import ItemScorer
     from recsys.models.registry import build
     from recsys.protocols import Split
 
@@ -133,35 +134,23 @@ def train_and_evaluate(split_path: str | os.PathLike, model_name: str, config: M
     stages = split.meta["evaluation"]
 
     start = time.perf_counter()
-    if model_name in SEQUENTIAL:
-        model.fit(split)
-    else:
-        valid = _stage_matrices(split, stages["valid"]) if "valid" in stages else None
-        model.fit(split["train"], valid if _wants_valid(model) else None)
+    model.fit_split(split)
     train_seconds = time.perf_counter() - start
 
     results: dict[str, Any] = {}
     for stage in ("valid", "test"):
-        if stage not in stages:
-            continue
-        if model_name in SEQUENTIAL:
-            res = model.evaluate(split, stage, ks=report["ks"], metrics=report["metrics"])
-        else:
-            inputs, target = _stage_matrices(split, stages[stage])
-            res = model.evaluate(inputs, target, recall_denominator=denominator, ks=report["ks"],
-                                 metrics=report["metrics"])
-        results[stage] = res.summary()
+        if stage in stages:
+            res = model.evaluate_split(split, stage, ks=report["ks"], metrics=report["metrics"],
+                                       recall_denominator=denominator)
+            results[stage] = res.summary()
 
     files = {"model": model.save(out / "model.pt")}
-    if model_name in ("multvae", "multdae"):
-        # LOCA's user embedding: encoder mean of each user's training row.
-        files["user_embeddings"] = _save_npy(out / "user_embeddings.npy", model.user_embeddings(split["train"]))
-    if model_name in SEQUENTIAL:
-        files["item_embeddings"] = _save_npy(out / "item_embeddings.npy", model.item_embeddings())
-    elif (artifacts or {}).get("scores"):
+    for name, array in model.exports(split).items():
+        files[name] = _save_npy(out / f"{name}.npy", array)
+    if (artifacts or {}).get("scores") and isinstance(model, ItemScorer):
         files["scores"] = _save_scores(out / "scores.npy", model, split["train"])
 
-    history = getattr(model, "history_", []) or []
+    history = getattr(model, "history_", None) or []
     return {
         "model": model_name,
         "config": model.config.to_dict(),
@@ -233,57 +222,10 @@ def default_run_dir(dataset: str, protocol: str, run_id: str) -> Path:
     return default_output_root() / "pretrain" / dataset / protocol / str(run_id)
 
 
-def merged_settings(path: Path, override: Mapping[str, Any] | None) -> dict:
-    """The YAML at `path` (empty if it does not exist) deep-merged with `override`."""
-    import yaml
-
-    base = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
-    # A JSON round trip turns Metaflow's immutable ConfigValue (a dict subclass) into plain data.
-    return _merge(base, json.loads(json.dumps(override or {})))
-
-
-def comma_list(text: str | None) -> list[str]:
-    """'a, b' -> ['a', 'b']; empty or None -> []."""
-    return [t.strip() for t in str(text or "").split(",") if t.strip()]
-
-
-def load_stage_settings(dataset: str, stage: str, prefix: str, protocol: str, why: str, keys: set[str],
-                        mappings: tuple[str, ...], override: Mapping[str, Any] | None) -> dict:
-    """``params/<prefix>_<dataset>.yaml`` deep-merged with `override`, for a stage that runs one
-    `protocol` (`why`: whose protocol it is) and needs a ``methods:`` section; unknown top-level keys
-    and non-mapping `mappings` sections stop with a ConfigError naming them."""
-    path = PARAMS_DIR / f"{prefix}_{dataset}.yaml"
-    settings = merged_settings(path, override)
-    if not settings.get("methods"):
-        raise ConfigError(f"no {stage}-stage settings for dataset '{dataset}': write {path} or pass --config cfg FILE "
-                          f"with a 'methods:' section (see params/{prefix}_amazon-digital-music.yaml)")
-    unknown = set(settings) - keys
-    if unknown:
-        raise ConfigError(f"{prefix} settings: unknown key(s) {sorted(unknown)}; expected some of {sorted(keys)}")
-    settings.setdefault("protocol", protocol)
-    if settings["protocol"] != protocol:
-        raise ConfigError(f"the {stage} stage evaluates on {protocol} ({why} protocol), got {settings['protocol']!r}")
-    for key in mappings:
-        if not isinstance(settings.get(key) or {}, Mapping):
-            raise ConfigError(f"{prefix} settings: {key} must be a mapping of name -> settings")
-    return settings
-
-
 def _mapping(value, where: str) -> dict:
     if not isinstance(value, Mapping):
         raise ConfigError(f"pretrain settings, {where}: expected a mapping (key: value lines), got {value!r}")
     return dict(value)
-
-
-def _stage_matrices(split, stage: Mapping[str, Any]):
-    """(input rows, target rows) of one evaluation stage; the input is also the ranking mask."""
-    inputs = sum(split[name] for name in stage["input"])
-    return (inputs > 0).astype(np.float32).tocsr(), split[stage["target"]]
-
-
-def _wants_valid(model) -> bool:
-    """Iterative models validate each epoch; closed-form and counting ones take no validation."""
-    return hasattr(model.config, "patience")
 
 
 def _save_npy(path: Path, array: np.ndarray) -> Path:
@@ -303,13 +245,3 @@ def _save_scores(path: Path, model, rows, batch_size: int = 1024) -> Path:
         out.flush()
         del out
     return path
-
-
-def _merge(base: dict, override: Mapping[str, Any]) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out

@@ -27,7 +27,7 @@ import numpy as np
 from recsys.errors import ConfigError
 from recsys.io import sha256_file, write_json
 from recsys.models.tail.learner import METHODS as LEARNER_METHODS  # the SGD-trained linear learner
-from recsys.pipeline.pretrain import comma_list, load_stage_settings
+from recsys.pipeline.settings import comma_list, load_stage_settings
 from recsys.pipeline.preprocess import default_output_root, figure_png
 
 METHODS = ("mostpop", "ease_closed_form") + LEARNER_METHODS
@@ -181,12 +181,12 @@ def run_one(split_path, method: str, spec: Mapping[str, Any], seed: int, out_dir
 
     split = Split.load(split_path)
     config = {**dict(spec["config"]), "seed": int(seed)}
-    if device is not None and spec["model"] != "mostpop":
+    if device is not None:
         config["device"] = device
     model = build(spec["model"], **config)
     valid = (split["valid_fold_in"], split["valid_holdout"])
     start = time.perf_counter()
-    model.fit(split["train"], valid if hasattr(model.config, "patience") else None)
+    model.fit(split["train"], valid if model.wants_validation() else None)
     seconds = time.perf_counter() - start
     metrics = test_metrics(model, split)
     out = Path(out_dir)

@@ -68,6 +68,15 @@ class EarlyStopping:
         self.bad_epochs += 1
         return False
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a checkpoint needs to resume the stopper (the best state is copied)."""
+        return {"best_value": self.best_value, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+                "best_state": snapshot(self.best_state)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
+        self.bad_epochs, self.best_state = state["bad_epochs"], state["best_state"]
+
     @property
     def should_stop(self) -> bool:
         return self.patience is not None and self.bad_epochs >= self.patience

@@ -32,7 +32,6 @@ Upstream-compatibility switches (default off):
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,17 +42,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recsys.errors import ConfigError, DataError
-from recsys.models.base import Model, ModelConfig, check_fit_inputs
+from recsys.models.base import IterativeConfig, IterativeModel, ItemScorer, check_fit_inputs
 from recsys.checks import check_bool, check_float, check_int
 from recsys.training.batches import SparseRows, as_csr, iterate_rows
-from recsys.training.early_stopping import EarlyStopping
+from recsys.training.loop import Job
 from recsys.training.seed import seed_everything
 
 UPSTREAM_NOISE_STD = 0.01
 
 
 @dataclass(frozen=True)
-class MultVAEConfig(ModelConfig):
+class MultVAEConfig(IterativeConfig):
     """Mult-VAE / Mult-DAE hyper-parameters (paper defaults; seed 004 uses enc_dims=[200], lr=0.01)."""
 
     enc_dims: tuple[int, ...] = (600, 200)
@@ -231,7 +230,7 @@ def adam(params, lr: float, weight_decay: float, device: torch.device) -> torch.
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused)
 
 
-class MultVAE(Model):
+class MultVAE(IterativeModel, ItemScorer):
     """Mult-VAE^PR (``variational=True``) / Mult-DAE.
 
     Learned state: ``net_``, ``n_items_``, ``history_`` (one record per epoch), ``best_epoch_``,
@@ -261,8 +260,8 @@ class MultVAE(Model):
         `valid` = (input rows, target rows), aligned: the fold-in / held-out matrices of
         strong generalisation, or (training rows, validation items) of the same users in a
         random / per-user split. Each epoch it scores NDCG@eval_k and Recall@eval_k (input
-        items excluded, recall denominator min(k, |target|)); the best epoch's weights are
-        kept (a copy) and restored at the end; ``patience`` epochs without gain stop training.
+        items excluded, recall denominator min(k, |target|)); the loop keeps the best epoch's
+        weights (a copy) and restores them at the end; ``patience`` epochs without gain stop training.
         """
         c = self.config
         train, valid = check_fit_inputs(train, valid, c.patience)
@@ -273,15 +272,15 @@ class MultVAE(Model):
         net = self.net_
         optimizer = adam(net.parameters(), c.lr, c.weight_decay, self.device)
         l2_reg = c.resolved_l2_reg
-        stopper = EarlyStopping(c.patience, mode="max")
-        self.history_: list[dict[str, float]] = []
-        update_count = 0
-        for epoch in range(1, c.epochs + 1):  # 1-based, like every model's history_
-            start = time.perf_counter()
+        counters = {"update_count": 0}
+        k = min(c.eval_k, self.n_items_)
+
+        def epoch_fn(epoch: int) -> dict:
             net.train()
             total = torch.zeros((), device=self.device)
+            beta = self.beta(counters["update_count"])
             for _, rows in iterate_rows(train, c.batch_size, self.device, shuffle=True, rng=rng):
-                beta = self.beta(update_count)
+                beta = self.beta(counters["update_count"])
                 logits, mu, logvar = net(rows)
                 loss, _, _ = vae_loss(logits, rows, mu, logvar, beta)
                 if l2_reg:
@@ -289,26 +288,21 @@ class MultVAE(Model):
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                update_count += 1
+                counters["update_count"] += 1
                 total += loss.detach() * rows.shape[0]  # detached: no autograd graph outlives its batch
-            record = {"epoch": epoch, "loss": float(total) / train.shape[0], "beta": beta}
-            record["train_seconds"] = time.perf_counter() - start  # after float(total): includes a device sync
-            if valid is not None:
-                start = time.perf_counter()
-                k = min(c.eval_k, self.n_items_)
-                result = self.evaluate(
-                    *valid, recall_denominator="min", ks=(k,), metrics=("ndcg", "recall"), batch_size=c.eval_batch_size
-                )
-                record.update(result.mean())
-                record["eval_seconds"] = time.perf_counter() - start
-                stopper.update(record[f"ndcg@{k}"], net, epoch)
-            self.history_.append(record)
-            if stopper.should_stop:
-                break
-        if stopper.best_state is not None:
-            net.load_state_dict(stopper.best_state)
-        self.best_epoch_ = stopper.best_epoch if stopper.best_epoch is not None else len(self.history_)
-        self.update_count_ = update_count
+            return {"loss": float(total) / train.shape[0], "beta": beta}  # float(): includes a device sync
+
+        def validate_fn(epoch: int):
+            means = self.evaluate(*valid, recall_denominator="min", ks=(k,), metrics=("ndcg", "recall"),
+                                  batch_size=c.eval_batch_size).mean()
+            return means[f"ndcg@{k}"], means
+
+        job = Job(epoch_fn, validate_fn if valid is not None else None, weights={"net": net},
+                  state={"optimizer": optimizer, "rng": rng, "counters": counters})
+        result = self._train(job, monitor=f"ndcg@{k}", data={"train": train.shape, "nnz": train.nnz})
+        self.history_ = result.history
+        self.best_epoch_ = result.best_epoch if result.best_epoch is not None else len(self.history_)
+        self.update_count_ = counters["update_count"]
         return self
 
     def _rows(self, rows: sp.csr_matrix) -> SparseRows:
@@ -321,6 +315,10 @@ class MultVAE(Model):
         self.net_.eval()
         mu, _ = self.net_.encode(batch)
         return self.net_.decode(mu)
+
+    def exports(self, split) -> dict[str, np.ndarray]:
+        """LOCA's user embedding: the encoder mean of each user's training row."""
+        return {"user_embeddings": self.user_embeddings(split["train"])}
 
     @torch.no_grad()
     def user_embeddings(self, rows: sp.csr_matrix, batch_size: int = 4096) -> np.ndarray:

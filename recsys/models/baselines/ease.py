@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from recsys.errors import DataError
-from recsys.models.base import Model, ModelConfig
+from recsys.models.base import ItemScorer, ModelConfig
 from recsys.checks import check_choice, check_float
 from recsys.training.batches import SparseRows, as_csr
 
@@ -38,7 +38,7 @@ class EASEConfig(ModelConfig):
         check_choice("dtype", self.dtype, DTYPES)
 
 
-class EASE(Model):
+class EASE(ItemScorer):
     """EASE^R; learned state ``B_`` [n_items, n_items] on the model's device."""
 
     name = "ease"

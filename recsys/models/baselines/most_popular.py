@@ -9,7 +9,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-from recsys.models.base import Model, ModelConfig
+from recsys.models.base import ItemScorer, ModelConfig
 from recsys.training.batches import as_csr
 
 
@@ -18,7 +18,7 @@ class MostPopularConfig(ModelConfig):
     """No hyper-parameters beyond seed / device."""
 
 
-class MostPopular(Model):
+class MostPopular(ItemScorer):
     """Score of item i = number of training rows with a non-zero in column i; learned state ``counts_``."""
 
     name = "mostpop"

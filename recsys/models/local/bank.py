@@ -208,6 +208,20 @@ class BankAdam:
     def zero_grad(self) -> None:
         self.bank.zero_grad(set_to_none=True)
 
+    def state_dict(self) -> dict:
+        return {"m": [t.clone() for t in self.m], "v": [t.clone() for t in self.v],
+                "steps": [[t.clone() for t in row] for row in self.steps]}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        """In place, so the tensors the fused step writes stay the ones this optimiser holds."""
+        for mine, saved in ((self.m, state["m"]), (self.v, state["v"])):
+            for t, s in zip(mine, saved):
+                t.copy_(s)
+        for row, saved in zip(self.steps, state["steps"]):
+            for t, s in zip(row, saved):
+                t.copy_(s)
+
     @torch.no_grad()
     def step(self, active: Tensor | None = None) -> None:
         """One Adam step for the experts where `active` [E] is True (all when None)."""

@@ -4,9 +4,8 @@ evaluation, and one training loop for a bank of independently early-stopped expe
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, ClassVar, Iterable
 
 import numpy as np
 import scipy.sparse as sp
@@ -16,10 +15,11 @@ from torch import Tensor
 from recsys.errors import ConfigError, DataError
 from recsys.metrics.ranking import METRICS, RankingResult, as_bool_rows, evaluate, rank_metrics
 from recsys.models.autoencoders.multvae import UPSTREAM_NOISE_STD, beta_at
-from recsys.models.base import Model, ModelConfig
+from recsys.models.base import IterativeConfig, IterativeModel, ItemScorer
 from recsys.checks import check_bool, check_float, check_int
 from recsys.models.local.bank import BankAdam, ExpertBank, bank_kl, bank_nll, weighted_mean
 from recsys.training.batches import SparseRows, as_csr, iterate_rows
+from recsys.training.loop import ExpertStopping, Job
 from recsys.training.seed import seed_everything
 
 # cut-offs and metrics of LFT / TALL's evaluation (recall denominator |test|)
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class BankConfig(ModelConfig):
+class BankConfig(IterativeConfig):
     """A single-hidden-layer Mult-VAE I -> hidden -> I and how it is trained (LFT's base model).
 
     ``select``: the validation metrics whose mean over ``eval_ks`` picks the best epoch (LFT:
@@ -100,7 +100,7 @@ def check_valid(train: sp.csr_matrix, valid: Any, what: str = "valid") -> sp.csr
     return valid
 
 
-class LocalModel(Model):
+class LocalModel(IterativeModel, ItemScorer):
     """Base of the local-stage models. They score the *training users* (the random split's
     protocol evaluates the same users on held-out items): ``score_users(users)``.
 
@@ -123,6 +123,45 @@ class LocalModel(Model):
         self.n_items_ = int(train.shape[1])
         self.history_: list[dict[str, float]] = []
         return train, valid
+
+    # ---- what the local stage's pipeline calls (no branching on model names there) -------------
+    sharded: ClassVar[bool] = False  # trained in parts (anchors / users) that run as separate tasks
+
+    @classmethod
+    def start_method(cls, config: "BankConfig") -> str | None:
+        """The base method ("vae" / "wl") this model starts from, trained in the stage's base step."""
+        return None
+
+    def fit_local(self, train: sp.csr_matrix, valid: sp.csr_matrix | None, ms: np.ndarray) -> "LocalModel":
+        """Fit on the random split's training rows; `ms`: the users' mainstream scores (for WL)."""
+        return self.fit(train, valid)
+
+    @classmethod
+    def shard_units(cls, config: "BankConfig", n_users: int) -> int:
+        """How many independent units (local models, anchors, users) the training splits into."""
+        raise NotImplementedError
+
+    def prepare_from(self, train: sp.csr_matrix, valid: sp.csr_matrix | None, start: "LocalModel") -> "LocalModel":
+        """The work every shard shares, from the fitted start model."""
+        raise NotImplementedError
+
+    def fit_shard(self, valid: sp.csr_matrix | None, units: np.ndarray) -> dict:
+        """Train the units of one shard; returns tensors to save (``merge_shards`` reads them)."""
+        raise NotImplementedError
+
+    def merge_shards(self, parts: list[dict]) -> None:
+        """Take the shards' saved outputs into this prepared model."""
+        raise NotImplementedError
+
+    def _merge_banks(self, parts: list[dict]) -> None:
+        banks = []
+        for p in parts:
+            bank = self._new_bank(len(p["items"]))
+            bank.load_state_dict(p["bank"])
+            banks.append(bank)
+        self.local_ = ExpertBank.concat(banks)
+        self.history_ += [h for p in parts for h in p["history"]]
+        self.best_epoch_ = None
 
     def _new_bank(self, n_experts: int) -> ExpertBank:
         c = self.config
@@ -175,22 +214,18 @@ class LocalModel(Model):
             candidates = weights > 0
         opt = BankAdam(bank, c.lr, c.weight_decay)
         rng = np.random.default_rng(c.seed)
-        best = {n: p.detach().clone() for n, p in bank.named_parameters()}
-        best_val = torch.full((E,), -float("inf"), device=self.device)
-        best_epoch = torch.zeros(E, dtype=torch.long, device=self.device)
-        bad = torch.zeros(E, dtype=torch.long, device=self.device)
-        stopped = torch.zeros(E, dtype=torch.bool, device=self.device)
-        update = 0
-        for epoch in range(1, c.epochs + 1):
-            start = time.perf_counter()
+        counters = {"update": 0}
+        stopper = ExpertStopping(E, ExpertBank.EXPERT_AXIS, c.patience, self.device)
+
+        def epoch_fn(epoch: int) -> dict:
             bank.train()
             total = torch.zeros((), device=self.device)
             for idx, rows in iterate_rows(train, c.batch_size, self.device, shuffle=True, rng=rng):
                 w = weights[:, torch.from_numpy(idx).to(self.device)]
-                active = (w.sum(1) > 0) & ~stopped
+                active = (w.sum(1) > 0) & ~stopper.stopped
                 if not bool(active.any()):
                     continue
-                beta = beta_at(update, c.anneal_cap, c.total_anneal_steps)
+                beta = beta_at(counters["update"], c.anneal_cap, c.total_anneal_steps)
                 logits, mu, logvar = bank(rows)
                 per_expert = weighted_mean(bank_nll(logits, rows), w) + beta * weighted_mean(
                     bank_kl(mu, logvar), (w > 0).float())
@@ -199,40 +234,22 @@ class LocalModel(Model):
                 opt.zero_grad()
                 loss.backward()
                 opt.step(active)
-                update += 1
+                counters["update"] += 1
                 total += loss.detach()
-            record = {"epoch": epoch, "loss": float(total) / max(E, 1), "beta": beta_at(update, c.anneal_cap, c.total_anneal_steps),
-                      "train_seconds": time.perf_counter() - start}
-            if valid is not None:
-                start = time.perf_counter()
-                per_user = self._bank_criterion(bank, train, valid)  # [E, U]
-                mask = candidates & ~torch.isnan(per_user)
-                crit = torch.where(mask, per_user.nan_to_num(0.0), 0.0).sum(1) / mask.sum(1).clamp_min(1)
-                improved = (crit > best_val) & ~stopped
-                if bool(improved.any()):
-                    for name, p in bank.named_parameters():
-                        axis = ExpertBank.EXPERT_AXIS[name]
-                        shape = [1] * p.ndim
-                        shape[axis] = -1
-                        best[name] = torch.where(improved.view(shape), p.detach(), best[name])
-                best_val = torch.where(improved, crit, best_val)
-                best_epoch = torch.where(improved, epoch, best_epoch)
-                bad = torch.where(improved, 0, bad + (~stopped).long())
-                if c.patience is not None:
-                    stopped |= bad >= c.patience
-                record.update({"valid": float(crit.mean()), "experts_running": int((~stopped).sum()),
-                               "eval_seconds": time.perf_counter() - start})
-            self.history_.append({f"{tag}{k}" if k != "epoch" else k: v for k, v in record.items()})
-            log.info("%s %sepoch %d: loss %.4f, valid %.4f, %d of %d experts running, %.1f s", self.name, tag, epoch,
-                     record["loss"], record.get("valid", float("nan")), record.get("experts_running", E), E,
-                     record["train_seconds"])
-            if bool(stopped.all()):
-                break
-        if valid is not None:
-            with torch.no_grad():
-                for name, p in bank.named_parameters():
-                    p.copy_(best[name])
-        self._best_epochs = best_epoch.cpu().numpy() if valid is not None else np.full(E, len(self.history_))
+            return {"loss": float(total) / max(E, 1), "beta": beta_at(counters["update"], c.anneal_cap, c.total_anneal_steps)}
+
+        def validate_fn(epoch: int):
+            per_user = self._bank_criterion(bank, train, valid)  # [E, U]
+            mask = candidates & ~torch.isnan(per_user)
+            crit = torch.where(mask, per_user.nan_to_num(0.0), 0.0).sum(1) / mask.sum(1).clamp_min(1)
+            return crit, {"valid": float(crit.mean())}
+
+        job = Job(epoch_fn, validate_fn if valid is not None else None, weights={"bank": bank},
+                  state={"optimizer": opt, "rng": rng, "counters": counters})
+        result = self._train(job, monitor="valid", stopper=stopper, tag=tag,
+                             data={"train": train.shape, "nnz": train.nnz, "experts": E})
+        self.history_ += [{f"{tag}{k}" if k != "epoch" else k: v for k, v in r.items()} for r in result.history]
+        self._best_epochs = stopper.best_epochs.cpu().numpy() if valid is not None else np.full(E, len(result.history))
         bank.eval()
         return bank
 

@@ -33,6 +33,7 @@ from recsys.models.local.common import BankConfig, LocalModel, bank_scores
 from recsys.models.local.neighbourhoods import enlft_anchors, local_sets, smoothed_rows
 from recsys.models.local.wl import WL
 from recsys.training.batches import SparseRows
+from recsys.training.loop import Job
 from recsys.training.seed import seed_everything
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,15 @@ class _FineTuned(LocalModel):
     """Shared machinery: base model, neighbourhoods, batched fine-tuning."""
 
     config: LFTConfig
+    sharded = True
+
+    @classmethod
+    def start_method(cls, config) -> str:
+        """WL (LFT's paper) unless ``base_exponent: 0`` asks for the plain VAE."""
+        return "vae" if float(config.base_exponent) == 0 else "wl"
+
+    def prepare_from(self, train, valid, start) -> "_FineTuned":
+        return self.prepare(train, valid, base_model=start)
 
     def prepare(self, train: sp.csr_matrix, valid=None, base_model: WL | None = None) -> "_FineTuned":
         """Train (or take) the base model and compute the smoothed rows the neighbourhoods use."""
@@ -128,12 +138,14 @@ class _FineTuned(LocalModel):
         padded = sp.vstack([self.train_, sp.csr_matrix((1, self.n_items_), dtype=np.float32)]).tocsr()
         sizes = np.array([len(s) for s in sets])
         steps = int(np.ceil(sizes.max() / B))
-        bank.train()
         start = time.perf_counter()
-        for _ in range(c.local_epochs):
+
+        def epoch_fn(epoch: int) -> dict:
+            bank.train()
             order = np.full((G, steps * B), n_users, dtype=np.int64)  # n_users = the empty padding row
             for g, s in enumerate(sets):
                 order[g, : len(s)] = rng.permutation(s)
+            total = torch.zeros((), device=self.device)
             for step in range(steps):
                 idx = order[:, step * B:(step + 1) * B]  # [G, B]
                 real = torch.from_numpy(idx != n_users).to(self.device).float()
@@ -144,8 +156,18 @@ class _FineTuned(LocalModel):
                     bank_kl(mu, logvar), real)
                 del logits  # the loss keeps its own buffer; free the logits before backward
                 opt.zero_grad()
-                per_expert[active].sum().backward()
+                loss = per_expert[active].sum()
+                loss.backward()
                 opt.step(active)
+                total += loss.detach()
+            return {"loss": float(total) / (G * max(steps, 1))}
+
+        # fixed epochs, no validation (LFT fine-tunes each copy for local_epochs); thousands of
+        # groups would flood a log with epoch lines, so one line per group is written below instead
+        self._train(Job(epoch_fn, weights={"bank": bank}, state={"optimizer": opt, "rng": rng}),
+                    monitor="loss", epochs=c.local_epochs, patience=None, progress="off", tag=f"group{seed}_",
+                    max_seconds=None,
+                    data={"sets": [int(x) for x in sizes]})
         self.history_.append({"group_size": G, "steps_per_epoch": steps, "finetune_seconds": time.perf_counter() - start})
         log.info("%s: fine-tuned %d copies (local sets of %d..%d users, %d steps per epoch) in %.1f s", self.name, G,
                  sizes.min(), sizes.max(), steps, self.history_[-1]["finetune_seconds"])
@@ -185,6 +207,19 @@ class LFT(_FineTuned):
             rows = SparseRows.from_csr(self.train_[users[pick]], self.device)
             out[pick] = bank(rows, grouped=True)[0][:, 0].cpu().numpy()
         return out
+
+    @classmethod
+    def shard_units(cls, config, n_users: int) -> int:
+        return n_users  # one fine-tuned copy per user
+
+    def fit_shard(self, valid, units: np.ndarray) -> dict:
+        return {"scores": torch.from_numpy(self.finetune_users(units)), "items": units, "history": self.history_}
+
+    def merge_shards(self, parts: list[dict]) -> None:
+        for p in parts:
+            self.history_ += p["history"]
+            self.set_scores(p["items"], p["scores"].numpy())
+        self.best_epoch_ = None
 
     def set_scores(self, users: np.ndarray, scores: np.ndarray) -> None:
         if not hasattr(self, "scores_"):
@@ -228,6 +263,16 @@ class EnLFT(_FineTuned):
         w[none] = sim[none]  # users near no anchor keep the raw similarities
         self.weights_ = w.astype(np.float32)
         return self
+
+    @classmethod
+    def shard_units(cls, config, n_users: int) -> int:
+        return config.n_anchors
+
+    def fit_shard(self, valid, units: np.ndarray) -> dict:
+        return {"bank": self.fit_anchors(units).state_dict(), "items": units, "history": self.history_}
+
+    def merge_shards(self, parts: list[dict]) -> None:
+        self._merge_banks(parts)
 
     def fit_anchors(self, which: np.ndarray | None = None) -> ExpertBank:
         """Fine-tune the copies of anchors ``anchors_[which]`` (default all): a shard's work."""

@@ -92,6 +92,25 @@ class LOCA(LocalModel):
                                        stride=c.coverage_stride, seed=c.seed)
         return self
 
+    sharded = True
+
+    @classmethod
+    def start_method(cls, config) -> str:
+        return "vae"  # the global model and user embeddings: the plain VAE (WL with exponent 0)
+
+    @classmethod
+    def shard_units(cls, config, n_users: int) -> int:
+        return config.n_local
+
+    def prepare_from(self, train, valid, start) -> "LOCA":
+        return self.prepare(train, valid, global_model=start)
+
+    def fit_shard(self, valid, units: np.ndarray) -> dict:
+        return {"bank": self.fit_locals(valid, units).state_dict(), "items": units, "history": self.history_}
+
+    def merge_shards(self, parts: list[dict]) -> None:
+        self._merge_banks(parts)
+
     def kernels(self, anchors: np.ndarray, bandwidth: float, emb: Tensor | None = None) -> Tensor:
         """Kernel weights [len(anchors), U] of every user (or of `emb` rows) around the anchors."""
         if emb is None:

@@ -25,7 +25,6 @@ than the per-user mean used here by default.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +38,7 @@ from recsys.checks import check_bool, check_choice, check_float, check_fraction,
 from recsys.models.local.bank import bank_kl
 from recsys.models.local.common import REPORT_KS, BankConfig, LocalModel
 from recsys.training.batches import SparseRows, iterate_rows
-from recsys.training.early_stopping import EarlyStopping
+from recsys.training.loop import Job
 
 GATE_SOURCES = ("valid", "train_slice")
 log = logging.getLogger(__name__)
@@ -93,6 +92,12 @@ class AdaptiveWeights:
             self.changes.append(self.prev - losses)
             self.changes = self.changes[-self.window:]
         self.prev = losses
+
+    def state_dict(self) -> dict:
+        return {"prev": None if self.prev is None else self.prev.copy(), "changes": [c.copy() for c in self.changes]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.prev, self.changes = state["prev"], list(state["changes"])
 
     def weights(self, epoch: int) -> np.ndarray:
         """Weights for 1-based `epoch`: 1 during the first `gap` epochs, then from the recorded decreases."""
@@ -204,18 +209,17 @@ class TALL(LocalModel):
         opt = adam(bank.parameters(), c.lr, c.weight_decay, self.device)
         rng = np.random.default_rng(c.seed)
         weights = AdaptiveWeights(train.shape[0], c.gap, c.window, c.alpha)
-        stopper = EarlyStopping(c.patience, mode="max")
         n_users = train.shape[0]
-        update = 0
-        for epoch in range(1, c.epochs + 1):
-            start = time.perf_counter()
+        counters = {"update": 0}
+
+        def epoch_fn(epoch: int) -> dict:
             bank.train()
             w_all = torch.from_numpy(weights.weights(epoch) if c.adaptive else np.ones(n_users)).float().to(self.device)
             user_loss = torch.zeros(n_users, device=self.device)
             total = torch.zeros((), device=self.device)
             for idx, rows in iterate_rows(self.inputs_, c.batch_size, self.device, shuffle=True, rng=rng):
                 gate_rows = SparseRows.from_csr(self.gate_rows_[idx], self.device)
-                beta = beta_at(update, c.anneal_cap, c.total_anneal_steps)
+                beta = beta_at(counters["update"], c.anneal_cap, c.total_anneal_steps)
                 out, gate, kl = self._mixture(rows, gate_rows)
                 target = rows if c.gate_source == "valid" else SparseRows.from_csr(train[idx], self.device)
                 nll = multinomial_nll(out, target)
@@ -228,30 +232,25 @@ class TALL(LocalModel):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                update += 1
+                counters["update"] += 1
                 with torch.no_grad():
                     user_loss[torch.from_numpy(idx).to(self.device)] = self.gate_loss(out.detach(), rows, gate_rows)
                 total += loss.detach() * len(idx)
             weights.record(user_loss.cpu().numpy())
-            record = {"epoch": epoch, "loss": float(total) / n_users, "beta": beta,
-                      "train_seconds": time.perf_counter() - start,
-                      "weight_max": float(w_all.max()), "weight_min": float(w_all.min())}
-            if valid is not None:
-                start = time.perf_counter()
-                res = self.evaluate_users(valid, ks=c.eval_ks, metrics=c.select)
-                means = res.mean()
-                record.update({f"valid_{k}": v for k, v in means.items()})
-                record["valid"] = float(np.mean(list(means.values())))
-                record["eval_seconds"] = time.perf_counter() - start
-                stopper.update(record["valid"], bank, epoch)
-            self.history_.append(record)
-            log.info("TALL epoch %d: loss %.4f, valid %.4f, %.1f s", epoch, record["loss"],
-                     record.get("valid", float("nan")), record["train_seconds"])
-            if stopper.should_stop:
-                break
-        if stopper.best_state is not None:
-            bank.load_state_dict(stopper.best_state)
-        self.best_epoch_ = stopper.best_epoch if stopper.best_epoch is not None else len(self.history_)
+            return {"loss": float(total) / n_users, "beta": beta,
+                    "weight_max": float(w_all.max()), "weight_min": float(w_all.min())}
+
+        def validate_fn(epoch: int):
+            means = self.evaluate_users(valid, ks=c.eval_ks, metrics=c.select).mean()
+            fields = {f"valid_{k}": v for k, v in means.items()}
+            fields["valid"] = float(np.mean(list(means.values())))
+            return fields["valid"], fields
+
+        job = Job(epoch_fn, validate_fn if valid is not None else None, weights={"bank": bank},
+                  state={"optimizer": opt, "rng": rng, "adaptive_weights": weights, "counters": counters})
+        result = self._train(job, monitor="valid", data={"train": train.shape, "nnz": train.nnz})
+        self.history_ = result.history
+        self.best_epoch_ = result.best_epoch if result.best_epoch is not None else len(self.history_)
         return self
 
     @torch.no_grad()

@@ -68,6 +68,9 @@ class WL(LocalModel):
         self.best_epoch_ = int(self._best_epochs[0])
         return self
 
+    def fit_local(self, train, valid, ms) -> "WL":
+        return self.fit(train, valid, ms=ms)
+
     def score(self, rows: sp.csr_matrix) -> Tensor:
         """Logits [B, I] for any user rows (the model is inductive)."""
         return bank_scores(self.bank_, self._fitted_rows(rows), self.device)[0]

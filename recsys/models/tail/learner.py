@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,10 +42,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recsys.errors import ConfigError
-from recsys.models.base import Model, ModelConfig, check_fit_inputs
+from recsys.models.base import IterativeConfig, IterativeModel, ItemScorer, check_fit_inputs
 from recsys.checks import check_bool, check_choice, check_float, check_int
 from recsys.training.batches import SparseRows, iterate_rows
-from recsys.training.early_stopping import EarlyStopping
+from recsys.training.loop import Job
 from recsys.training.seed import seed_everything
 
 METHODS = ("ease", "ipw", "cvar", "posit")
@@ -58,7 +57,7 @@ BCE_OFFSET = 4.0
 
 
 @dataclass(frozen=True)
-class TailConfig(ModelConfig):
+class TailConfig(IterativeConfig):
     """Settings of the tail-promotion trainer; the defaults are POSIT's ML-20M values where it has them.
 
     Learner: ``lr`` / ``momentum`` / ``weight_decay`` (SGD, cosine schedule over ``epochs``),
@@ -213,7 +212,7 @@ def topk_hits(pred: Tensor, x: Tensor, k: int, *, dist: bool) -> Tensor:
     return torch.zeros(pred.shape[1], dtype=pred.dtype, device=pred.device).index_add_(0, top.reshape(-1), hit.reshape(-1))
 
 
-class TailLearner(Model):
+class TailLearner(IterativeModel, ItemScorer):
     """The linear learner under ``config.method``.
 
     Learned state: ``U_`` [I, I] (zero diagonal), ``n_items_``, ``item_weight_`` (the final
@@ -254,11 +253,11 @@ class TailLearner(Model):
             loss_count = torch.full((n_items,), 1e-15, device=dev)
         optimizer = torch.optim.SGD(groups, lr=c.effective_lr)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=c.epochs)
-        stopper = EarlyStopping(c.patience, mode="max")
-        self.history_: list[dict[str, float]] = []
         self.U_ = U.data  # scoring during validation reads the live weights
-        for epoch in range(1, c.epochs + 1):  # 1-based, like every model's history_
-            start = time.perf_counter()
+        n_batches = math.ceil(n_users / c.batch_size)
+        k = min(c.eval_k, n_items)
+
+        def epoch_fn(epoch: int) -> dict:
             total = torch.zeros((), device=dev)
             adv_total = torch.zeros((), device=dev)
             for _, rows in iterate_rows(train, c.batch_size, dev, shuffle=True, rng=rng):
@@ -284,7 +283,7 @@ class TailLearner(Model):
                         loss_count.mul_(c.adv_momentum).add_(seen)
                     if epoch > c.adv_warmup:
                         raw = adversary(columns)
-                        weight = raw.detach()
+                        weight.copy_(raw.detach())
                         aloss = self._adversary_loss(raw, item_loss / loss_count)
                         aloss.backward()
                         adv_total += aloss.detach()
@@ -296,29 +295,31 @@ class TailLearner(Model):
                 raise ConfigError(
                     f"{self.name} ({c.method}): training diverged in epoch {epoch} (loss or weights not finite) "
                     f"with lr={c.effective_lr}; lower lr (the gradient scales with loss_scale / (batch_size x n_items))")
-            record = {"epoch": epoch, "loss": float(total) / n_users, "lr": optimizer.param_groups[0]["lr"]}
+            record = {"loss": float(total) / n_users, "lr": optimizer.param_groups[0]["lr"]}
             if adversary is not None:
-                record["adversary_loss"] = float(adv_total) / math.ceil(n_users / c.batch_size)
+                record["adversary_loss"] = float(adv_total) / n_batches
             if threshold is not None:
                 record["cvar_threshold"] = float(threshold.detach()) / c.cvar_scale
-            record["train_seconds"] = time.perf_counter() - start
             scheduler.step()
-            if valid is not None:
-                start = time.perf_counter()
-                k = min(c.eval_k, n_items)
-                result = self.evaluate(*valid, recall_denominator="min", ks=(k,), metrics=("ndcg", "recall"),
-                                       batch_size=c.eval_batch_size)
-                record.update(result.mean())
-                record["eval_seconds"] = time.perf_counter() - start
-                stopper.update(record[f"ndcg@{k}"], {"U": U.data, "weight": weight}, epoch)
-            self.history_.append(record)
-            if stopper.should_stop:
-                break
-        if stopper.best_state is not None and not c.upstream_best_is_last:
-            U.data.copy_(stopper.best_state["U"])
-            weight = stopper.best_state["weight"]
-        self.best_epoch_ = len(self.history_) if c.upstream_best_is_last or stopper.best_epoch is None \
-            else stopper.best_epoch
+            return record
+
+        def validate_fn(epoch: int):
+            means = self.evaluate(*valid, recall_denominator="min", ks=(k,), metrics=("ndcg", "recall"),
+                                  batch_size=c.eval_batch_size).mean()
+            return means[f"ndcg@{k}"], means
+
+        state = {"optimizer": optimizer, "scheduler": scheduler, "rng": rng, "weight": weight}
+        if adversary is not None:
+            state.update(adversary=adversary, item_loss=item_loss, loss_count=loss_count)
+        if threshold is not None:
+            state["threshold"] = threshold
+        job = Job(epoch_fn, validate_fn if valid is not None else None, weights={"U": U, "weight": weight},
+                  state=state)
+        result = self._train(job, monitor=f"ndcg@{k}", restore_best=not c.upstream_best_is_last,
+                             data={"train": train.shape, "nnz": train.nnz})
+        self.history_ = result.history
+        self.best_epoch_ = len(self.history_) if c.upstream_best_is_last or result.best_epoch is None \
+            else result.best_epoch
         self.U_ = U.data.detach()
         self.item_weight_ = mean_one(weight).detach()
         return self

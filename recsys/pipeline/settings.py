@@ -1,0 +1,82 @@
+"""Stage settings: the params folder, YAML files deep-merged with a flow's ``--config``, comma lists.
+
+Where params come from: ``$RECSYS_PARAMS_DIR`` when set, else the ``params/`` folder of the source
+checkout the package runs from (an editable install, a flow's ``recsys`` symlink), else
+``./params`` of the working directory. An installed wheel carries no params: point
+``RECSYS_PARAMS_DIR`` at a copy of the repository's ``params/`` or pass full settings with
+``--config cfg FILE``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from recsys.errors import ConfigError
+
+_SOURCE_PARAMS = Path(__file__).resolve().parents[2] / "params"
+
+
+def params_dir() -> Path:
+    """The folder stage settings are read from (see the module docstring)."""
+    env = os.environ.get("RECSYS_PARAMS_DIR")
+    if env:
+        return Path(env)
+    if _SOURCE_PARAMS.is_dir():
+        return _SOURCE_PARAMS
+    return Path.cwd() / "params"
+
+
+def params_path(name: str) -> Path:
+    """``params_dir() / name``."""
+    return params_dir() / name
+
+
+def merged_settings(path: Path, override: Mapping[str, Any] | None) -> dict:
+    """The YAML at `path` (empty if it does not exist) deep-merged with `override`."""
+    import yaml
+
+    base = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+    # A JSON round trip turns Metaflow's immutable ConfigValue (a dict subclass) into plain data.
+    return deep_merge(base, json.loads(json.dumps(override or {})))
+
+
+def comma_list(text: str | None) -> list[str]:
+    """'a, b' -> ['a', 'b']; empty or None -> []."""
+    return [t.strip() for t in str(text or "").split(",") if t.strip()]
+
+
+def load_stage_settings(dataset: str, stage: str, prefix: str, protocol: str, why: str, keys: set[str],
+                        mappings: tuple[str, ...], override: Mapping[str, Any] | None) -> dict:
+    """``<params>/<prefix>_<dataset>.yaml`` deep-merged with `override`, for a stage that runs one
+    `protocol` (`why`: whose protocol it is) and needs a ``methods:`` section; unknown top-level keys
+    and non-mapping `mappings` sections stop with a ConfigError naming them."""
+    path = params_path(f"{prefix}_{dataset}.yaml")
+    settings = merged_settings(path, override)
+    if not settings.get("methods"):
+        raise ConfigError(f"no {stage}-stage settings for dataset '{dataset}': write {path} or pass --config cfg FILE "
+                          f"with a 'methods:' section (see params/{prefix}_amazon-digital-music.yaml)")
+    unknown = set(settings) - keys
+    if unknown:
+        raise ConfigError(f"{prefix} settings: unknown key(s) {sorted(unknown)}; expected some of {sorted(keys)}")
+    settings.setdefault("protocol", protocol)
+    if settings["protocol"] != protocol:
+        raise ConfigError(f"the {stage} stage evaluates on {protocol} ({why} protocol), got {settings['protocol']!r}")
+    for key in mappings:
+        if not isinstance(settings.get(key) or {}, Mapping):
+            raise ConfigError(f"{prefix} settings: {key} must be a mapping of name -> settings")
+    return settings
+
+
+def deep_merge(base: dict, override: Mapping[str, Any]) -> dict:
+    """A copy of `base` with `override` merged in, mappings key by key, everything else replaced."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out

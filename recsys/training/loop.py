@@ -1,0 +1,448 @@
+"""The one training loop every iterative model runs through.
+
+A model hands the loop a :class:`Job`: a function for one epoch (or one block of iterations), an
+optional validation function, the weights to keep at their best, and the rest of its mutable
+training state (optimisers, schedulers, random generators, counters). The loop owns everything
+else -- the epoch budget, validation every ``eval_every`` epochs, early stopping with patience and
+the restore of the best weights, the per-epoch history (loss, validation metric, seconds), progress
+a person can follow (a bar in a terminal, one line per epoch in logs), a wall-clock budget
+(``max_seconds``) and checkpoints that a killed run resumes from::
+
+    job = Job(epoch_fn, validate_fn, weights={"net": net}, state={"opt": opt, "rng": rng})
+    result = run(job, LoopSettings(name="multvae", epochs=200, patience=20, monitor="ndcg@100"),
+                 checkpoint_dir="ckpt/")
+
+With a checkpoint directory the loop writes an atomic, checksummed checkpoint after each epoch
+(weights, job state, every RNG state, early-stopping state, history) and, when the directory
+already holds one from the same settings, starts after it: a run killed and restarted ends with
+exactly the metrics of an uninterrupted one (CPU, same seed). A corrupt or truncated checkpoint is
+reported with a warning and the previous one is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from recsys.checks import check_choice, check_float, check_int
+from recsys.errors import ConfigError
+from recsys.io import atomic_path
+from recsys.training.early_stopping import EarlyStopping, snapshot
+
+log = logging.getLogger("recsys.training")
+
+PROGRESS = ("auto", "bar", "lines", "off")
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class LoopSettings:
+    """What the loop needs to know besides the job.
+
+    ``patience`` counts validations without gain (None: never stop early; the best weights are
+    still restored when there is validation). ``max_seconds`` bounds the training and validation
+    seconds summed over the history (resumed epochs included); the loop stops cleanly after the
+    epoch that crosses it and restores the best weights. ``restore_best=False`` keeps the last
+    weights (an upstream behaviour some models switch on).
+    """
+
+    name: str
+    epochs: int
+    patience: int | None = None
+    eval_every: int = 1
+    mode: str = "max"
+    monitor: str = "valid"  # the validation value's name, for progress lines only
+    max_seconds: float | None = None
+    progress: str = "auto"
+    restore_best: bool = True
+    checkpoint_every: int = 1
+
+    def __post_init__(self) -> None:
+        check_int("epochs", self.epochs, 0)
+        if self.patience is not None:
+            check_int("patience", self.patience, 1)
+        check_int("eval_every", self.eval_every, 1)
+        check_choice("mode", self.mode, ("max", "min"))
+        if self.max_seconds is not None:
+            check_float("max_seconds", self.max_seconds, 0.0, low_open=True)
+        check_choice("progress", self.progress, PROGRESS)
+        check_int("checkpoint_every", self.checkpoint_every, 1)
+
+
+@dataclass
+class Job:
+    """A model's side of training.
+
+    * ``epoch_fn(epoch) -> dict``: one epoch (1-based); returns its record fields ("loss", ...).
+    * ``validate_fn(epoch) -> (value, fields)``: the early-stopping value (a float, or a tensor
+      with one value per expert for an :class:`ExpertStopping`) and extra record fields; None when
+      the model trains without validation.
+    * ``weights``: name -> module or tensor; snapshotted at the best validation, restored at the end.
+    * ``state``: name -> optimiser / scheduler / module (anything with ``state_dict``), numpy
+      ``Generator``, tensor (restored in place) or plain dict (updated in place): everything else an
+      epoch changes, so a checkpoint can resume it exactly.
+    """
+
+    epoch_fn: Callable[[int], Mapping[str, Any]]
+    validate_fn: Callable[[int], tuple[Any, Mapping[str, Any]]] | None = None
+    weights: Mapping[str, Any] = field(default_factory=dict)
+    state: Mapping[str, Any] = field(default_factory=dict)
+
+    def weight_state(self) -> dict[str, Any]:
+        """Live references (not copies) to the weights: a stopper snapshots what it keeps."""
+        return {k: (v.state_dict() if isinstance(v, nn.Module) else v) for k, v in self.weights.items()}
+
+    def load_weights(self, state: Mapping[str, Any]) -> None:
+        with torch.no_grad():
+            for k, v in self.weights.items():
+                if isinstance(v, nn.Module):
+                    v.load_state_dict(state[k])
+                else:
+                    v.copy_(state[k])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: _state_of(v) for k, v in self.state.items()}
+
+    def load_state_dict(self, saved: Mapping[str, Any]) -> None:
+        for k, v in self.state.items():
+            _load_state(v, saved[k], k)
+
+
+def _state_of(obj: Any) -> Any:
+    if isinstance(obj, np.random.Generator):
+        return {"__generator__": obj.bit_generator.state}
+    if isinstance(obj, Tensor):
+        return obj.detach().clone()
+    if hasattr(obj, "state_dict"):
+        return snapshot(obj.state_dict())
+    if isinstance(obj, dict):
+        return snapshot(obj)
+    raise ConfigError(f"training state of type {type(obj).__name__} cannot be checkpointed")
+
+
+def _load_state(obj: Any, saved: Any, name: str) -> None:
+    if isinstance(obj, np.random.Generator):
+        obj.bit_generator.state = saved["__generator__"]
+    elif isinstance(obj, Tensor):
+        with torch.no_grad():
+            obj.copy_(saved)
+    elif hasattr(obj, "load_state_dict"):
+        obj.load_state_dict(saved)
+    elif isinstance(obj, dict):
+        obj.clear()
+        obj.update(saved)
+    else:  # pragma: no cover - _state_of refused it already
+        raise ConfigError(f"training state {name!r} cannot be restored")
+
+
+class ExpertStopping:
+    """Early stopping for a bank of E experts trained at once: each expert keeps its own best
+    value, epoch and weights (merged along each weight's expert axis) and stops after `patience`
+    validations without gain; training ends when every expert has stopped."""
+
+    def __init__(self, n_experts: int, axes: Mapping[str, int], patience: int | None, device: torch.device) -> None:
+        self.patience, self.axes = patience, dict(axes)
+        self.best_value = torch.full((n_experts,), -float("inf"), device=device)
+        self.best_epochs = torch.zeros(n_experts, dtype=torch.long, device=device)
+        self.bad = torch.zeros(n_experts, dtype=torch.long, device=device)
+        self.stopped = torch.zeros(n_experts, dtype=torch.bool, device=device)
+        self.best_state: dict[str, Tensor] | None = None
+
+    @property
+    def best_epoch(self) -> int | None:
+        return None if self.best_state is None else int(self.best_epochs.max())
+
+    def update(self, values: Tensor, state: Mapping[str, Any], epoch: int) -> bool:
+        ((self._key, params),) = state.items()  # one bank's parameters
+        if self.best_state is None:
+            self.best_state = {k: v.detach().clone() for k, v in params.items()}
+        improved = (values > self.best_value) & ~self.stopped
+        if bool(improved.any()):
+            for name, p in params.items():
+                shape = [1] * p.ndim
+                shape[self.axes[name]] = -1
+                self.best_state[name] = torch.where(improved.view(shape), p.detach(), self.best_state[name])
+        self.best_value = torch.where(improved, values, self.best_value)
+        self.best_epochs = torch.where(improved, epoch, self.best_epochs)
+        self.bad = torch.where(improved, 0, self.bad + (~self.stopped).long())
+        if self.patience is not None:
+            self.stopped |= self.bad >= self.patience
+        return bool(improved.any())
+
+    @property
+    def restorable(self) -> dict[str, Any] | None:
+        return None if self.best_state is None else {self._key: self.best_state}
+
+    _key = "bank"
+
+    @property
+    def should_stop(self) -> bool:
+        return bool(self.stopped.all())
+
+    def summary(self) -> dict[str, Any]:
+        return {"experts_running": int((~self.stopped).sum())}
+
+    def state_dict(self) -> dict[str, Any]:
+        return snapshot({k: getattr(self, k) for k in ("best_value", "best_epochs", "bad", "stopped", "best_state", "_key")})
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
+
+
+@dataclass
+class LoopResult:
+    history: list[dict[str, Any]]
+    best_epoch: int | None
+    best_value: Any
+    stop_reason: str  # "epochs", "patience", "max_seconds"
+    resumed_from: int | None = None
+
+
+def run(job: Job, settings: LoopSettings, *, checkpoint_dir: str | Path | None = None,
+        fingerprint: Mapping[str, Any] | None = None, stopper: Any = None) -> LoopResult:
+    """Train `job` under `settings`; see the module docstring.
+
+    `fingerprint`: what identifies the run (model name, config, data shape); a checkpoint
+    directory holding another run's checkpoints is refused rather than silently resumed.
+    `stopper`: an :class:`ExpertStopping` for expert banks; default an :class:`EarlyStopping`.
+    """
+    s = settings
+    stopper = stopper if stopper is not None else EarlyStopping(s.patience, mode=s.mode)
+    ckpt = Checkpoints(checkpoint_dir, fingerprint or {"name": s.name}) if checkpoint_dir is not None else None
+    history: list[dict[str, Any]] = []
+    start_epoch, resumed, done, reason = 1, None, False, "epochs"
+    if ckpt is not None:
+        saved = ckpt.latest()
+        if saved is not None:
+            job.load_weights(saved["weights"])
+            job.load_state_dict(saved["job"])
+            stopper.load_state_dict(saved["stopper"])
+            _set_rng_states(saved["rng"])
+            history = saved["history"]
+            start_epoch = resumed = saved["epoch"] + 1
+            log.info("%s: resumed after epoch %d from %s", s.name, saved["epoch"], ckpt.folder)
+    elapsed = sum(h.get("train_seconds", 0.0) + h.get("eval_seconds", 0.0) for h in history)
+    if resumed is not None:
+        # a finished run stays finished; one that ran out of epochs or of time goes on when
+        # resumed with more of either
+        reason = saved["stop_reason"]
+        done = reason == "patience" or (reason == "max_seconds" and s.max_seconds is not None
+                                        and elapsed >= s.max_seconds)
+        reason = reason if done else "epochs"
+    progress = _Progress(s, start_epoch)
+    epoch = start_epoch - 1
+    while not done and epoch < s.epochs:
+        epoch += 1
+        t0 = time.perf_counter()
+        record = {"epoch": epoch, **job.epoch_fn(epoch)}
+        record["train_seconds"] = time.perf_counter() - t0
+        if job.validate_fn is not None and (epoch % s.eval_every == 0 or epoch == s.epochs):
+            t1 = time.perf_counter()
+            value, fields = job.validate_fn(epoch)
+            record.update(fields)
+            stopper.update(value, job.weight_state(), epoch)
+            if hasattr(stopper, "summary"):
+                record.update(stopper.summary())
+            record["eval_seconds"] = time.perf_counter() - t1
+        history.append(record)
+        elapsed += record["train_seconds"] + record.get("eval_seconds", 0.0)
+        if stopper.should_stop:
+            done, reason = True, "patience"
+        elif s.max_seconds is not None and elapsed >= s.max_seconds and epoch < s.epochs:
+            done, reason = True, "max_seconds"
+        progress.epoch(record, stopper, elapsed)
+        if ckpt is not None and (done or epoch == s.epochs or epoch % s.checkpoint_every == 0):
+            ckpt.save(epoch, {"weights": job.weight_state(), "job": job.state_dict(), "stopper": stopper.state_dict(),
+                              "rng": _rng_states(), "history": history, "stop_reason": reason})
+    progress.close(reason, epoch)
+    best = _restorable(stopper)
+    if best is not None and s.restore_best:
+        job.load_weights(best)
+    return LoopResult(history, stopper.best_epoch, _plain(stopper.best_value), reason, resumed)
+
+
+def _restorable(stopper) -> Any:
+    if isinstance(stopper, ExpertStopping):
+        return stopper.restorable
+    return stopper.best_state
+
+
+def _plain(value: Any) -> Any:
+    return value.tolist() if isinstance(value, Tensor) else value
+
+
+# ---- RNG states --------------------------------------------------------------------------------
+
+def _rng_states() -> dict[str, Any]:
+    out = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def _set_rng_states(states: Mapping[str, Any]) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+# ---- checkpoints -------------------------------------------------------------------------------
+
+class Checkpoints:
+    """``epoch-000012.pt`` files, each with an ``.sha256`` sidecar, in one folder; the newest
+    `keep` are kept. Both files are written atomically, the checksum last, so a checkpoint without a
+    matching checksum is one a kill interrupted or a disk corrupted."""
+
+    def __init__(self, folder: str | Path, fingerprint: Mapping[str, Any], keep: int = 2) -> None:
+        self.folder = Path(folder)
+        self.fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
+        self.keep = keep
+
+    def _files(self) -> list[tuple[int, Path]]:
+        if not self.folder.is_dir():
+            return []
+        out = []
+        for p in self.folder.glob("epoch-*.pt"):
+            try:
+                out.append((int(p.stem.split("-")[1]), p))
+            except (IndexError, ValueError):
+                continue
+        return sorted(out, reverse=True)
+
+    def save(self, epoch: int, payload: dict[str, Any]) -> Path:
+        path = self.folder / f"epoch-{epoch:06d}.pt"
+        payload = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "fingerprint": self.fingerprint, **payload}
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+            digest = _sha256(tmp)
+        with atomic_path(path.with_suffix(".sha256")) as tmp:
+            tmp.write_text(json.dumps({"sha256": digest, "epoch": epoch}) + "\n")
+        for _, old in self._files()[self.keep:]:
+            old.unlink(missing_ok=True)
+            old.with_suffix(".sha256").unlink(missing_ok=True)
+        return path
+
+    def latest(self) -> dict[str, Any] | None:
+        """The newest checkpoint whose checksum matches; corrupt ones are reported and skipped."""
+        for epoch, path in self._files():
+            problem = self._check(path)
+            if problem is None:
+                payload = torch.load(path, map_location="cpu", weights_only=False)
+                if payload.get("fingerprint") != self.fingerprint:
+                    raise ConfigError(
+                        f"checkpoint folder {self.folder} holds a run with other settings "
+                        f"({_diff(payload.get('fingerprint'), self.fingerprint)}); use another folder or delete it")
+                return payload
+            msg = f"checkpoint {path} is unusable ({problem}); "
+            msg += "using the previous one" if epoch != self._files()[-1][0] else "starting from scratch"
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+            log.warning(msg)
+        return None
+
+    @staticmethod
+    def _check(path: Path) -> str | None:
+        side = path.with_suffix(".sha256")
+        try:
+            expected = json.loads(side.read_text())["sha256"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return f"no readable checksum file {side.name}"
+        actual = _sha256(path)
+        if actual != expected:
+            return f"sha256 {actual[:12]}... does not match the recorded {str(expected)[:12]}...: truncated or corrupt"
+        return None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _diff(a: Any, b: Any) -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        if keys:
+            k = keys[0]
+            return f"{k}: {a.get(k)!r} there, {b.get(k)!r} now"
+    return "fingerprint differs"
+
+
+# ---- progress ----------------------------------------------------------------------------------
+
+def _fmt_seconds(sec: float) -> str:
+    sec = int(round(sec))
+    if sec < 60:
+        return f"{sec}s"
+    if sec < 3600:
+        return f"{sec // 60}m{sec % 60:02d}s"
+    return f"{sec // 3600}h{sec % 3600 // 60:02d}m"
+
+
+class _Progress:
+    """A tqdm bar where stderr is a terminal, else one line per epoch (Metaflow logs, notebooks run
+    by papermill, CI); ``progress="off"`` is silent (the history still records everything)."""
+
+    def __init__(self, s: LoopSettings, start_epoch: int) -> None:
+        self.s, self.start = s, start_epoch
+        mode = s.progress
+        if mode == "auto":
+            mode = "bar" if getattr(sys.stderr, "isatty", lambda: False)() else "lines"
+        self.mode, self.bar = mode, None
+        if mode == "bar" and s.epochs:
+            try:
+                from tqdm.auto import tqdm
+
+                self.bar = tqdm(total=s.epochs, initial=start_epoch - 1, desc=s.name, unit="epoch", leave=True)
+            except ImportError:  # tqdm comes with papermill; lines where it is missing
+                self.mode = "lines"
+        self.epoch_seconds: list[float] = []
+
+    def epoch(self, record: Mapping[str, Any], stopper, elapsed: float) -> None:
+        if self.mode == "off":
+            return
+        s = self.s
+        self.epoch_seconds.append(record["train_seconds"] + record.get("eval_seconds", 0.0))
+        left = (s.epochs - record["epoch"]) * float(np.mean(self.epoch_seconds[-5:]))
+        if s.max_seconds is not None:
+            left = min(left, max(0.0, s.max_seconds - elapsed))
+        parts = [f"loss {record['loss']:.4g}"] if isinstance(record.get("loss"), (int, float)) else []
+        best = stopper.best_value
+        if isinstance(best, Tensor):  # an expert bank: each expert has its own best
+            if record.get("experts_running") is not None:
+                parts.append(f"{record['experts_running']} experts running")
+        elif best is not None and not math.isinf(best):
+            now = record.get(s.monitor)
+            now = f"{now:.4f} " if "eval_seconds" in record and isinstance(now, (int, float)) else ""
+            parts.append(f"{s.monitor} {now}(best {best:.4f} @ {stopper.best_epoch})")
+        if self.bar is not None:
+            self.bar.set_postfix_str(", ".join(parts), refresh=False)
+            self.bar.update(1)
+            return
+        line = (f"[{s.name}] epoch {record['epoch']}/{s.epochs}  " + "  ".join(parts)
+                + f"  {self.epoch_seconds[-1]:.1f}s  left <= {_fmt_seconds(left)}")
+        print(line, file=sys.stderr, flush=True)
+
+    def close(self, reason: str, epoch: int) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.mode != "off" and reason != "epochs":
+            why = "no gain in patience validations" if reason == "patience" else "max_seconds reached"
+            print(f"[{self.s.name}] stopped after epoch {epoch}: {why}", file=sys.stderr, flush=True)
