@@ -138,8 +138,9 @@ class IterativeConfig(ModelConfig):
         check_choice("progress", self.progress, PROGRESS)
 
 
-# Settings that may change between a run and its resumption without invalidating a checkpoint.
-_RESUMABLE_CHANGES = ("device", "max_seconds", "progress", "epochs")
+# Settings that may change between a run and its resumption without invalidating a checkpoint
+# (not epochs: learning-rate schedules are laid out over them).
+_RESUMABLE_CHANGES = ("device", "max_seconds", "progress")
 
 
 class NotFittedError(RecsysError):
@@ -258,10 +259,14 @@ class IterativeModel(Model):
         self._checkpoint_dir = None if folder is None else Path(folder)
         return self
 
+    def _sub_model(self, model: "IterativeModel", key: str) -> "IterativeModel":
+        """A model this one trains on the way (LOCA's global VAE), checkpointed in ``key/``."""
+        return model.checkpoints(None if self._checkpoint_dir is None else self._checkpoint_dir / key)
+
     def _train(self, job: Job, *, monitor: str, mode: str = "max", stopper: Any = None, tag: str = "",
                epochs: int | None = None, patience: Any = "config", progress: str | None = None,
                restore_best: bool = True, data: Mapping[str, Any] | None = None,
-               max_seconds: Any = "config") -> LoopResult:
+               max_seconds: Any = "config", checkpoint: bool = True) -> LoopResult:
         """Run `job` through the loop with the config's epochs / patience / eval_every /
         max_seconds / progress (each overridable); `tag` names a sub-fit (its own checkpoint
         folder); `data` (shapes, sizes) joins the checkpoint fingerprint."""
@@ -275,7 +280,7 @@ class IterativeModel(Model):
             max_seconds=getattr(c, "max_seconds", None) if max_seconds == "config" else max_seconds,
             progress=progress or getattr(c, "progress", "auto"), restore_best=restore_best)
         folder = None
-        if self._checkpoint_dir is not None:
+        if checkpoint and self._checkpoint_dir is not None:
             folder = self._checkpoint_dir / (tag.rstrip("_") or "fit")
         config = {k: v for k, v in c.to_dict().items() if k not in _RESUMABLE_CHANGES}
         fingerprint = {"model": self.name, "config": config, "tag": tag, "data": dict(data or {})}

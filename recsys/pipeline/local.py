@@ -26,6 +26,7 @@ from recsys.errors import ConfigError
 from recsys.io import atomic_path, save_npy, sha256_file
 from recsys.pipeline.settings import comma_list, load_stage_settings
 from recsys.pipeline.preprocess import default_output_root, figure_png
+from recsys.pipeline.checkpoints import task_checkpoints
 
 METHOD_MODELS = {"vae": "wl", "wl": "wl", "loca": "loca", "lft": "lft", "enlft": "enlft", "tall": "tall"}
 BASE_METHODS = ("vae", "wl")  # trained in the base step: LOCA's global model and LFT / EnLFT's start
@@ -129,12 +130,14 @@ def _build(method: Mapping[str, Any], device: str | None):
     return build(method["model"], **cfg)
 
 
-def train_base(split_path, settings: Mapping[str, Any], out_dir) -> dict:
+def train_base(split_path, settings: Mapping[str, Any], out_dir, *, checkpoint_dir=None) -> dict:
     """Train the VAE (WL with exponent 0) and WL; evaluate them; save both models; then run the
     sharded methods' shared preparation once (:func:`prepare_methods`).
 
     Returns ``{"models": {name: path}, "results": {name: result}, "prepared": {...}}`` (results
-    only for the methods that were asked for)."""
+    only for the methods that were asked for). With `checkpoint_dir`, each model checkpoints
+    every epoch under it (a retried or resumed step picks up where it stopped); the checkpoints of
+    a finished model are removed."""
     split, ms, groups = _load(split_path)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -145,7 +148,8 @@ def train_base(split_path, settings: Mapping[str, Any], out_dir) -> dict:
         method = settings["methods"][name]
         start = time.perf_counter()
         model = _build(method, settings.get("device"))
-        model.fit_local(split["train"], split["valid"], ms)
+        with task_checkpoints(model, checkpoint_dir, name):
+            model.fit_local(split["train"], split["valid"], ms)
         seconds = time.perf_counter() - start
         models[name] = str(model.save(out / f"{name}.pt"))
         if not method.get("base_only"):
@@ -199,7 +203,8 @@ def _base_model(base: Mapping[str, Any], name: str, device):
     return Model.load(base["models"][name], device=device)
 
 
-def run_task(split_path, base: Mapping[str, Any], task: Mapping[str, Any], settings: Mapping[str, Any], out_dir) -> dict:
+def run_task(split_path, base: Mapping[str, Any], task: Mapping[str, Any], settings: Mapping[str, Any], out_dir,
+             *, checkpoint_dir=None) -> dict:
     """Do one task; its tensors go to a file under `out_dir`; returns the task with ``path`` and seconds."""
     split, ms, _ = _load(split_path)
     name = task["method"]
@@ -215,10 +220,13 @@ def run_task(split_path, base: Mapping[str, Any], task: Mapping[str, Any], setti
 
     items = np.asarray(task["items"], dtype=np.int64) if task["items"] is not None else None
     if _model_class(method).sharded:
-        payload = _prepared(base, name, device).fit_shard(valid, items)
+        model = _prepared(base, name, device)
+        with task_checkpoints(model, checkpoint_dir, f"{name}.shard{task['shard']}of{task['n_shards']}"):
+            payload = model.fit_shard(valid, items)
     else:  # tall, or an extra wl variant: one whole model
         model = _build(method, device)
-        model.fit_local(train, valid, ms)
+        with task_checkpoints(model, checkpoint_dir, name):
+            model.fit_local(train, valid, ms)
         model.save(path)
         return {**task, "path": str(path), "seconds": time.perf_counter() - start}
     with atomic_path(path) as tmp:

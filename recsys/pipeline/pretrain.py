@@ -20,6 +20,7 @@ import numpy as np
 from recsys.errors import ConfigError
 from recsys.io import sha256_file
 from recsys.pipeline.preprocess import default_output_root, figure_png
+from recsys.pipeline.checkpoints import task_checkpoints
 from recsys.pipeline.settings import comma_list, merged_settings, params_path
 
 _PROTOCOL_KEYS = {"threshold", "dataset", "params", "models", "artifacts"}
@@ -111,7 +112,7 @@ def prepare(dataset: str, section: Mapping[str, Any], *, data_dir=None, output_d
 
 def train_and_evaluate(split_path: str | os.PathLike, model_name: str, config: Mapping[str, Any],
                        out_dir: str | os.PathLike, *, artifacts: Mapping[str, Any] | None = None,
-                       device: str | None = None) -> dict:
+                       device: str | None = None, checkpoint_dir=None) -> dict:
     """Fit ``model_name`` on the saved split, evaluate on validation and test, write files.
 
     Returns a JSON-serialisable dict: test and validation metrics, the validation curve, epochs,
@@ -134,7 +135,8 @@ def train_and_evaluate(split_path: str | os.PathLike, model_name: str, config: M
     stages = split.meta["evaluation"]
 
     start = time.perf_counter()
-    model.fit_split(split)
+    with task_checkpoints(model, checkpoint_dir, model_name):
+        model.fit_split(split)
     train_seconds = time.perf_counter() - start
 
     results: dict[str, Any] = {}

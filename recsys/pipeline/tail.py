@@ -27,6 +27,7 @@ import numpy as np
 from recsys.errors import ConfigError
 from recsys.io import sha256_file, write_json
 from recsys.models.tail.learner import METHODS as LEARNER_METHODS  # the SGD-trained linear learner
+from recsys.pipeline.checkpoints import task_checkpoints
 from recsys.pipeline.settings import comma_list, load_stage_settings
 from recsys.pipeline.preprocess import default_output_root, figure_png
 
@@ -171,7 +172,7 @@ def test_metrics(model, split) -> dict[str, float]:
 
 
 def run_one(split_path, method: str, spec: Mapping[str, Any], seed: int, out_dir, *, device: str | None = None,
-            save_model: bool = True) -> dict:
+            save_model: bool = True, checkpoint_dir=None) -> dict:
     """Fit one method with one seed, evaluate on the test users, write ``model.pt`` and
     ``result.json`` under `out_dir` (atomically). Returns the JSON-serialisable result."""
     import torch
@@ -186,7 +187,8 @@ def run_one(split_path, method: str, spec: Mapping[str, Any], seed: int, out_dir
     model = build(spec["model"], **config)
     valid = (split["valid_fold_in"], split["valid_holdout"])
     start = time.perf_counter()
-    model.fit(split["train"], valid if model.wants_validation() else None)
+    with task_checkpoints(model, checkpoint_dir, f"{method}.seed{seed}"):
+        model.fit(split["train"], valid if model.wants_validation() else None)
     seconds = time.perf_counter() - start
     metrics = test_metrics(model, split)
     out = Path(out_dir)

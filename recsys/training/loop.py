@@ -344,7 +344,15 @@ class Checkpoints:
             problem = self._check(path)
             if problem is None:
                 payload = torch.load(path, map_location="cpu", weights_only=False)
-                if payload.get("fingerprint") != self.fingerprint:
+                theirs = payload.get("fingerprint") or {}
+                if theirs != self.fingerprint and _without_data(theirs) == _without_data(self.fingerprint):
+                    # same settings, other inputs (an upstream model that changed): stale, not wrong
+                    msg = (f"checkpoint folder {self.folder} was written for other input data "
+                           f"({_diff(theirs.get('data'), self.fingerprint.get('data'))}); starting from scratch")
+                    warnings.warn(msg, RuntimeWarning, stacklevel=3)
+                    log.warning(msg)
+                    return None
+                if theirs != self.fingerprint:
                     raise ConfigError(
                         f"checkpoint folder {self.folder} holds a run with other settings "
                         f"({_diff(payload.get('fingerprint'), self.fingerprint)}); use another folder or delete it")
@@ -374,6 +382,15 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _without_data(fingerprint: Mapping[str, Any]) -> dict:
+    return {k: v for k, v in fingerprint.items() if k != "data"}
+
+
+def tensor_digest(t: Tensor) -> str:
+    """A short sha256 of a tensor's values, for checkpoint fingerprints of derived inputs."""
+    return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
 def _diff(a: Any, b: Any) -> str:

@@ -159,10 +159,12 @@ def test_a_crashed_fit_resumes_from_its_checkpoint_to_identical_results(tmp_path
 def test_a_corrupt_checkpoint_is_reported_and_the_previous_one_used(tmp_path):
     train, valid = _data(), (_data(seed=1), _data(seed=2))
     ref_scores, _ = _fit_scores(_vae(epochs=4), train, valid)
-    _fit_scores(_vae(epochs=3).checkpoints(tmp_path), train, valid)  # checkpoints after epochs 2 and 3
-    newest = tmp_path / "fit" / "epoch-000003.pt"
+    # a run cut by its time budget after epoch 1, then resumed to the end (checkpoints 3 and 4 kept)
+    _fit_scores(_vae(epochs=4, max_seconds=1e-9).checkpoints(tmp_path), train, valid)
+    _fit_scores(_vae(epochs=4).checkpoints(tmp_path), train, valid)
+    newest = tmp_path / "fit" / "epoch-000004.pt"
     newest.write_bytes(newest.read_bytes()[:1000])  # truncated, as by a full disk
-    with pytest.warns(RuntimeWarning, match="epoch-000003.pt is unusable .*using the previous one"):
+    with pytest.warns(RuntimeWarning, match="epoch-000004.pt is unusable .*using the previous one"):
         scores, loss = _fit_scores(_vae(epochs=4).checkpoints(tmp_path), train, valid)
     np.testing.assert_array_equal(scores, ref_scores)
 
@@ -230,10 +232,12 @@ def test_sigkill_mid_training_then_restart_gives_exactly_the_uninterrupted_metri
     assert resumed == fresh
 
 
-def test_resuming_a_finished_run_with_more_epochs_trains_on(tmp_path):
+def test_a_run_stopped_by_its_time_budget_resumes_with_more_time(tmp_path):
     train = _data()
     ref_scores, ref_loss = _fit_scores(_vae(epochs=5), train, None)
-    _fit_scores(_vae(epochs=3).checkpoints(tmp_path), train, None)
+    model = _vae(epochs=5, max_seconds=1e-9).checkpoints(tmp_path)
+    model.fit(train)
+    assert len(model.history_) == 1
     scores, loss = _fit_scores(_vae(epochs=5).checkpoints(tmp_path), train, None)
     np.testing.assert_array_equal(scores, ref_scores)
     assert loss == ref_loss

@@ -19,7 +19,7 @@ from recsys.models.base import IterativeConfig, IterativeModel, ItemScorer
 from recsys.checks import check_bool, check_float, check_int
 from recsys.models.local.bank import BankAdam, ExpertBank, bank_kl, bank_nll, weighted_mean
 from recsys.training.batches import SparseRows, as_csr, iterate_rows
-from recsys.training.loop import ExpertStopping, Job
+from recsys.training.loop import ExpertStopping, Job, tensor_digest
 from recsys.training.seed import seed_everything
 
 # cut-offs and metrics of LFT / TALL's evaluation (recall denominator |test|)
@@ -247,7 +247,8 @@ class LocalModel(IterativeModel, ItemScorer):
         job = Job(epoch_fn, validate_fn if valid is not None else None, weights={"bank": bank},
                   state={"optimizer": opt, "rng": rng, "counters": counters})
         result = self._train(job, monitor="valid", stopper=stopper, tag=tag,
-                             data={"train": train.shape, "nnz": train.nnz, "experts": E})
+                             data={"train": train.shape, "nnz": train.nnz, "experts": E,
+                                   "weights": tensor_digest(weights)})
         self.history_ += [{f"{tag}{k}" if k != "epoch" else k: v for k, v in r.items()} for r in result.history]
         self._best_epochs = stopper.best_epochs.cpu().numpy() if valid is not None else np.full(E, len(result.history))
         bank.eval()

@@ -109,7 +109,7 @@ class _FineTuned(LocalModel):
         c = self.config
         train, valid = self._start_fit(train, valid)
         if base_model is None:
-            base_model = WL.like(c, exponent=c.base_exponent).fit(train, valid)
+            base_model = self._sub_model(WL.like(c, exponent=c.base_exponent), "base").fit(train, valid)
         self.base_ = base_model.bank_
         self.smoothed_ = smoothed_rows(train, alpha=c.alpha, threshold=c.jaccard_threshold,
                                        min_neighbours=c.min_neighbours, device=self.device)
@@ -163,11 +163,11 @@ class _FineTuned(LocalModel):
             return {"loss": float(total) / (G * max(steps, 1))}
 
         # fixed epochs, no validation (LFT fine-tunes each copy for local_epochs); thousands of
-        # groups would flood a log with epoch lines, so one line per group is written below instead
+        # groups would flood a log with epoch lines, so one line per group is written below instead;
+        # no checkpoints: a group is minutes of work, a shard's finished users are its records
         self._train(Job(epoch_fn, weights={"bank": bank}, state={"optimizer": opt, "rng": rng}),
                     monitor="loss", epochs=c.local_epochs, patience=None, progress="off", tag=f"group{seed}_",
-                    max_seconds=None,
-                    data={"sets": [int(x) for x in sizes]})
+                    max_seconds=None, checkpoint=False)
         self.history_.append({"group_size": G, "steps_per_epoch": steps, "finetune_seconds": time.perf_counter() - start})
         log.info("%s: fine-tuned %d copies (local sets of %d..%d users, %d steps per epoch) in %.1f s", self.name, G,
                  sizes.min(), sizes.max(), steps, self.history_[-1]["finetune_seconds"])

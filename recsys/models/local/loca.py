@@ -84,7 +84,7 @@ class LOCA(LocalModel):
         if c.n_local > train.shape[0]:
             raise ConfigError(f"n_local={c.n_local} exceeds the {train.shape[0]} users")
         if global_model is None:
-            global_model = WL.like(c, exponent=0.0).fit(train, valid)
+            global_model = self._sub_model(WL.like(c, exponent=0.0), "global").fit(train, valid)
         self.global_ = global_model.bank_
         self.embeddings_ = global_model.user_embeddings(train)
         emb = torch.from_numpy(self.embeddings_).to(self.device)
@@ -164,4 +164,5 @@ class LOCA(LocalModel):
         return torch.cat(out)
 
     def score_users(self, users: np.ndarray) -> Tensor:
-        return self.score(self.train_[self._users(users)])
+        users = self._users(users)  # first: a model that is not fitted has no train_
+        return self.score(self.train_[users])

@@ -76,7 +76,8 @@ class WL(LocalModel):
         return bank_scores(self.bank_, self._fitted_rows(rows), self.device)[0]
 
     def score_users(self, users: np.ndarray) -> Tensor:
-        return self.score(self.train_[self._users(users)])
+        users = self._users(users)  # first: a model that is not fitted has no train_
+        return self.score(self.train_[users])
 
     @classmethod
     def like(cls, config: BankConfig, exponent: float) -> "WL":
