@@ -29,6 +29,33 @@ def snapshot(state: Any) -> Any:
     return copy.deepcopy(state)
 
 
+def _copy_into(dst: Any, src: Any) -> bool:
+    """Copy the tensors of `src` into the same-shaped tensors of `dst` in place; False (nothing
+    copied) where the structures differ."""
+    if isinstance(src, nn.Module):
+        src = src.state_dict()
+    if isinstance(dst, torch.Tensor) and isinstance(src, torch.Tensor):
+        if dst.shape != src.shape or dst.dtype != src.dtype or dst.device != src.device:
+            return False
+        dst.copy_(src.detach())
+        return True
+    if isinstance(dst, Mapping) and isinstance(src, Mapping) and dst.keys() == src.keys():
+        if not all(_same_layout(dst[k], src[k]) for k in src):
+            return False
+        return all(_copy_into(dst[k], src[k]) for k in src)
+    return False
+
+
+def _same_layout(dst: Any, src: Any) -> bool:
+    if isinstance(src, nn.Module):
+        src = src.state_dict()
+    if isinstance(dst, torch.Tensor) and isinstance(src, torch.Tensor):
+        return dst.shape == src.shape and dst.dtype == src.dtype and dst.device == src.device
+    if isinstance(dst, Mapping) and isinstance(src, Mapping):
+        return dst.keys() == src.keys() and all(_same_layout(dst[k], src[k]) for k in src)
+    return False
+
+
 class EarlyStopping:
     """Keep the best value, its epoch and a deep copy of its state; stop after `patience` epochs without gain.
 
@@ -62,7 +89,11 @@ class EarlyStopping:
         """Record one epoch's `value`; snapshot `state` if it is the best. Returns True when it is."""
         value = float(value)
         if self.improved(value):
-            self.best_value, self.best_epoch, self.best_state = value, epoch, snapshot(state)
+            # in place where the structure matches: a fresh copy would hold two best states at once
+            # (for the tail learner's I x I weights, 2 GB each at 23k items)
+            if not _copy_into(self.best_state, state):
+                self.best_state = snapshot(state)
+            self.best_value, self.best_epoch = value, epoch
             self.bad_epochs = 0
             return True
         self.bad_epochs += 1

@@ -99,6 +99,7 @@ class TailConfig(IterativeConfig):
     upstream_lr_override: float | None = None
     upstream_best_is_last: bool = False
     upstream_adv_zero_init: bool = False
+    fused_sgd: bool = True
 
     def validate(self) -> None:
         super().validate()
@@ -134,6 +135,7 @@ class TailConfig(IterativeConfig):
             check_float("upstream_lr_override", self.upstream_lr_override, 0.0, low_open=True)
         check_bool("upstream_best_is_last", self.upstream_best_is_last)
         check_bool("upstream_adv_zero_init", self.upstream_adv_zero_init)
+        check_bool("fused_sgd", self.fused_sgd)
 
     @property
     def effective_lr(self) -> float:
@@ -188,6 +190,24 @@ class Adversary(nn.Module):
         return torch.sigmoid(self.nstd * o.squeeze(1))
 
 
+@torch.no_grad()
+def fused_momentum_step(U: Tensor, buf: Tensor, rows: SparseRows, grad_pred: Tensor, *, lr: float, momentum: float,
+                        weight_decay: float, chunk: int = 512) -> None:
+    """``torch.optim.SGD``'s momentum step for ``pred = x U`` done in place:
+    ``buf = momentum * buf + weight_decay * U + x^T grad_pred``, ``U -= lr * buf``.
+
+    ``x^T grad_pred`` has non-zero rows only for the batch's items: it is added into `buf` one
+    chunk of stored entries at a time (``chunk x I`` floats), never formed as an I x I gradient.
+    """
+    buf.mul_(momentum)
+    if weight_decay:
+        buf.add_(U, alpha=weight_decay)
+    for s in range(0, rows.indices.numel(), chunk):
+        e = slice(s, s + chunk)
+        buf.index_add_(0, rows.indices[e], grad_pred[rows.row_ids[e]] * rows.values[e, None])
+    U.add_(buf, alpha=-lr)
+
+
 def mean_one(weights: Tensor) -> Tensor:
     """`weights` / mean(weights), the mean detached (upstream's normalisation)."""
     return weights / weights.mean().detach().clamp_min(1e-12)
@@ -237,6 +257,10 @@ class TailLearner(IterativeModel, ItemScorer):
 
         U = nn.Parameter(torch.zeros(n_items, n_items, device=dev))  # upstream starts from zero
         groups = [{"params": [U], "lr": c.effective_lr, "momentum": c.momentum, "weight_decay": c.weight_decay}]
+        # fused_sgd: U's momentum step is done in place (momentum buffer += decay + the batch's
+        # gradient, added row by row for the batch's items), so no I x I gradient, no decayed copy
+        # of it, and U, its momentum and the best weights are the only I x I tensors (3 x I^2 x 4 B)
+        momentum_buf = torch.zeros_like(U) if c.fused_sgd else None
         weight = torch.ones(n_items, device=dev)
         adversary = threshold = columns = None
         if c.method == "ipw":
@@ -262,7 +286,12 @@ class TailLearner(IterativeModel, ItemScorer):
             adv_total = torch.zeros((), device=dev)
             for _, rows in iterate_rows(train, c.batch_size, dev, shuffle=True, rng=rng):
                 optimizer.zero_grad(set_to_none=True)
-                pred = self._forward(U, rows)
+                if momentum_buf is None:
+                    pred = self._forward(U, rows)
+                else:  # the loss's gradient stops at pred; U's update is applied by hand below
+                    with torch.no_grad():
+                        pred = self._forward(U, rows)
+                    pred.requires_grad_(True)
                 x = rows.to_dense()
                 per_entry = (pred - x).square() if c.loss == "l2" else F.binary_cross_entropy_with_logits(
                     pred - BCE_OFFSET, x, reduction="none")
@@ -288,10 +317,13 @@ class TailLearner(IterativeModel, ItemScorer):
                         aloss.backward()
                         adv_total += aloss.detach()
                 optimizer.step()
+                if momentum_buf is not None:
+                    fused_momentum_step(U.data, momentum_buf, rows, pred.grad, lr=optimizer.param_groups[0]["lr"],
+                                        momentum=c.momentum, weight_decay=c.weight_decay)
                 total += loss.detach() * rows.shape[0]  # detached: no graph outlives its batch
             with torch.no_grad():
                 U.diagonal().zero_()
-            if not (torch.isfinite(total) and torch.isfinite(U).all()):
+            if not (torch.isfinite(total) and torch.isfinite(U.sum())):  # sum: no I x I bool temporary
                 raise ConfigError(
                     f"{self.name} ({c.method}): training diverged in epoch {epoch} (loss or weights not finite) "
                     f"with lr={c.effective_lr}; lower lr (the gradient scales with loss_scale / (batch_size x n_items))")
@@ -309,6 +341,8 @@ class TailLearner(IterativeModel, ItemScorer):
             return means[f"ndcg@{k}"], means
 
         state = {"optimizer": optimizer, "scheduler": scheduler, "rng": rng, "weight": weight}
+        if momentum_buf is not None:
+            state["momentum"] = momentum_buf
         if adversary is not None:
             state.update(adversary=adversary, item_loss=item_loss, loss_count=loss_count)
         if threshold is not None:
@@ -326,6 +360,7 @@ class TailLearner(IterativeModel, ItemScorer):
 
     @staticmethod
     def _forward(U: Tensor, rows: SparseRows) -> Tensor:
+        """x_u U for the batch (the diagonal is zeroed first: EASE's constraint)."""
         with torch.no_grad():
             U.diagonal().zero_()  # EASE's constraint: no item predicts itself
         return F.embedding_bag(rows.indices, U, rows.offsets, mode="sum", per_sample_weights=rows.values)
