@@ -7,11 +7,16 @@ Settings: ``params/pretrain_<dataset>.yaml`` (protocol, its parameters, each mod
 hyper-parameters); ``--config cfg FILE`` merges a YAML over it. Files (checkpoints, MultVAE
 user embeddings and score files for LOCA, BERT4Rec item embeddings) go under the run's output
 directory; only their paths, checksums and small metrics travel as artifacts.
+Training steps checkpoint each epoch under ``checkpoints/`` of the output root (or
+``$RECSYS_CHECKPOINT_ROOT``); a ``@retry`` attempt or ``resume`` goes on from the last one
+(``flows/flow_support.py``).
 """
 
 import os
 
 from metaflow import Config, FlowSpec, Parameter, card, current, project, resources, retry, step
+
+from flow_support import checkpoint_root, checkpointed, prune_checkpoints
 
 
 @project(name="recsys_pipelines")
@@ -48,6 +53,7 @@ class PretrainFlow(FlowSpec):
         self.next(self.train, foreach="model_names")
 
     @retry(times=1)
+    @checkpointed
     @resources(gpu=1, memory=16000, cpu=4)
     @step
     def train(self):
@@ -57,7 +63,8 @@ class PretrainFlow(FlowSpec):
         self.model_name = self.input
         self.result = pt.train_and_evaluate(
             self.split_path, self.model_name, self.section["models"][self.model_name],
-            os.path.join(self.run_dir, self.model_name), artifacts=self.section.get("artifacts"))
+            os.path.join(self.run_dir, self.model_name), artifacts=self.section.get("artifacts"),
+            checkpoint_dir=checkpoint_root(self))
         self.next(self.join)
 
     @card(type="blank", id="comparison")
@@ -69,6 +76,7 @@ class PretrainFlow(FlowSpec):
         from recsys.pipeline import pretrain as pt
 
         self.results = {i.model_name: i.result for i in inputs}
+        prune_checkpoints(self)  # finished models removed theirs; drop the empty folders
         self.merge_artifacts(inputs, exclude=["model_name", "result"])
         rows = pt.comparison(self.results)
         columns = list(rows[0])

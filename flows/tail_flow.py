@@ -10,11 +10,16 @@ each method's own); ``--config cfg FILE`` merges a YAML over it; ``--param-strin
 POSIT parameter string and overrides the ``posit`` method with it (``--params`` is a word
 Metaflow reserves). One training task per
 (method, seed); the join reports mean +- std over seeds and plots coverage against NDCG.
+Training steps checkpoint each epoch under ``checkpoints/`` of the output root (or
+``$RECSYS_CHECKPOINT_ROOT``); a ``@retry`` attempt or ``resume`` goes on from the last one
+(``flows/flow_support.py``).
 """
 
 import os
 
 from metaflow import Config, FlowSpec, Parameter, card, current, project, resources, retry, schedule, step
+
+from flow_support import checkpoint_root, checkpointed, prune_checkpoints
 
 
 @project(name="recsys_pipelines")
@@ -53,6 +58,7 @@ class TailFlow(FlowSpec):
         self.next(self.train, foreach="tasks")
 
     @retry(times=1)
+    @checkpointed
     @resources(gpu=1, memory=16000, cpu=4)
     @step
     def train(self):
@@ -61,7 +67,8 @@ class TailFlow(FlowSpec):
 
         self.method, self.seed = self.input
         self.result = tail.run_one(self.split_path, self.method, self.specs[self.method], self.seed,
-                                   os.path.join(self.run_dir, self.method, f"seed{self.seed}"))
+                                   os.path.join(self.run_dir, self.method, f"seed{self.seed}"),
+                                   checkpoint_dir=checkpoint_root(self))
         self.next(self.join)
 
     @card(type="blank", id="tail")
@@ -73,6 +80,7 @@ class TailFlow(FlowSpec):
         from recsys.pipeline import tail
 
         self.results = {f"{i.method}/seed{i.seed}": i.result for i in inputs}
+        prune_checkpoints(self)  # finished models removed theirs; drop the empty folders
         self.rows = tail.aggregate({(i.method, i.seed): i.result for i in inputs})
         self.merge_artifacts(inputs, exclude=["method", "seed", "result"])
         headers, cells = tail.table(self.rows)

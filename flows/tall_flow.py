@@ -11,11 +11,16 @@ LOCA's local models, LFT's users and EnLFT's anchors are split into ``--shards``
 ``foreach`` (each task trains its part as one batched module), so 100+ local models never mean
 100+ processes. Deployed (``argo-workflows create`` / ``step-functions create``), the run
 repeats weekly.
+Training steps checkpoint each epoch under ``checkpoints/`` of the output root (or
+``$RECSYS_CHECKPOINT_ROOT``); a ``@retry`` attempt or ``resume`` goes on from the last one
+(``flows/flow_support.py``).
 """
 
 import os
 
 from metaflow import Config, FlowSpec, Parameter, card, current, project, resources, retry, schedule, step
+
+from flow_support import checkpoint_root, checkpointed, prune_checkpoints
 
 
 @project(name="recsys_pipelines")
@@ -52,6 +57,7 @@ class TallFlow(FlowSpec):
         self.next(self.base)
 
     @retry(times=1)
+    @checkpointed
     @resources(gpu=1, memory=16000, cpu=4)
     @step
     def base(self):
@@ -60,12 +66,14 @@ class TallFlow(FlowSpec):
         from recsys.pipeline import local as lc
         from recsys.protocols import Split
 
-        self.base_out = lc.train_base(self.split_path, self.settings, os.path.join(self.run_dir, "models"))
+        self.base_out = lc.train_base(self.split_path, self.settings, os.path.join(self.run_dir, "models"),
+                                      checkpoint_dir=checkpoint_root(self))
         n_users = Split.load(self.split_path)["train"].shape[0]
         self.tasks = lc.plan(self.settings, n_users) or [{"method": None, "shard": 0, "n_shards": 1, "items": None}]
         self.next(self.train, foreach="tasks")
 
     @retry(times=1)
+    @checkpointed
     @resources(gpu=1, memory=16000, cpu=4)
     @step
     def train(self):
@@ -76,7 +84,8 @@ class TallFlow(FlowSpec):
         self.output = None
         if task["method"] is not None:
             self.output = lc.run_task(self.split_path, self.base_out, task, self.settings,
-                                      os.path.join(self.run_dir, "shards"))
+                                      os.path.join(self.run_dir, "shards"),
+                                      checkpoint_dir=checkpoint_root(self))
         self.next(self.join)
 
     @card(type="blank", id="groups")
@@ -88,6 +97,7 @@ class TallFlow(FlowSpec):
         from recsys.pipeline import local as lc
 
         self.merge_artifacts(inputs, exclude=["output"])
+        prune_checkpoints(self)  # finished models removed theirs; drop the empty folders
         outputs = {}
         for i in inputs:
             if i.output is not None:

@@ -46,6 +46,14 @@ log = logging.getLogger("recsys.training")
 
 PROGRESS = ("auto", "bar", "lines", "off")
 CHECKPOINT_FORMAT = 1
+_CHECKPOINT_LISTENERS: list[Callable[[Path, int], None]] = []
+
+
+def add_checkpoint_listener(fn: Callable[[Path, int], None]) -> Callable[[], None]:
+    """Call ``fn(path, epoch)`` after each checkpoint any loop writes (an orchestrator copying it to
+    durable storage, a fault test); returns a function that removes the listener."""
+    _CHECKPOINT_LISTENERS.append(fn)
+    return lambda: _CHECKPOINT_LISTENERS.remove(fn) if fn in _CHECKPOINT_LISTENERS else None
 
 
 @dataclass
@@ -336,6 +344,8 @@ class Checkpoints:
         for _, old in self._files()[self.keep:]:
             old.unlink(missing_ok=True)
             old.with_suffix(".sha256").unlink(missing_ok=True)
+        for listener in list(_CHECKPOINT_LISTENERS):
+            listener(path, epoch)
         return path
 
     def latest(self) -> dict[str, Any] | None:

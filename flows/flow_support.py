@@ -1,0 +1,291 @@
+"""Metaflow glue shared by the flows: checkpoint folders that survive ``@retry`` and ``resume``.
+
+A training step passes ``checkpoint_dir=checkpoint_root(self)`` to the pipeline function; each
+model it trains checkpoints every epoch under ``<root>/<method or shard key>``
+(:func:`recsys.pipeline.checkpoints.task_checkpoints`), the training loop resumes from the newest
+valid checkpoint there, and a finished model's folder is deleted. The root is
+
+    <checkpoint base>/<flow name>/<lineage run id>/<step name>
+
+* checkpoint base: ``$RECSYS_CHECKPOINT_ROOT`` (a shared volume in the cloud), else
+  ``<output root>/checkpoints`` with output root = the flow's ``--output-dir`` or
+  :func:`recsys.pipeline.preprocess.default_output_root` (``$RECSYS_OUTPUT_DIR`` or ``./outputs``);
+* lineage run id: the run id of a fresh run; for ``python flow.py resume`` (a new run id) the run
+  it resumes (``current.origin_run_id``), followed back through resumes of resumes to the first run.
+
+So every ``@retry`` attempt of a step and every ``resume`` of the run see the same folder: on one
+machine or on a shared volume that is all a retry needs.
+
+Optional, for retries on another machine without a shared volume: with the ``metaflow-checkpoint``
+extension installed (not a dependency; Metaflow then ships it in the code package) and
+``RECSYS_METAFLOW_CHECKPOINT=1``, :func:`checkpointed` puts ``@checkpoint(load_policy="fresh",
+show_card=False)`` and an ``@environment`` carrying the switch on the training steps. Each epoch
+checkpoint the loop writes is then also saved through ``current.checkpoint`` (to the datastore:
+S3 / GS / Azure in the cloud). A retried task gets its previous attempt's newest one back
+(``fresh``); a task of a resumed run looks up the newest one of the same step and foreach value in
+the runs it resumes (``fresh`` loads nothing there, and ``eager`` would load the newest of *any*
+earlier run of the step, e.g. a later unrelated one). Either is copied into the root before training.
+
+This module imports ``recsys`` (and so torch) only inside functions: the flow files import it at
+the top, and Metaflow packages it with them (it sits next to them in ``flows/``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+from metaflow import current
+
+ENV_ROOT = "RECSYS_CHECKPOINT_ROOT"
+ENV_METAFLOW_CHECKPOINT = "RECSYS_METAFLOW_CHECKPOINT"
+# tests only: "E0,E1,...": SIGKILL attempt i of a training task right after the loop wrote the
+# checkpoint of epoch Ei ("2": the first attempt dies after epoch 2, the retry goes on); with
+# RECSYS_TEST_WIPE_CHECKPOINTS=1 the step's local folder is deleted first (a retry on another machine)
+ENV_TEST_KILL = "RECSYS_TEST_KILL_AT_CHECKPOINT"
+ENV_TEST_WIPE = "RECSYS_TEST_WIPE_CHECKPOINTS"
+METAFLOW_CHECKPOINT_NAME = "recsys"
+_MAX_LINEAGE = 100
+
+# called as fn(path, epoch) after each checkpoint file the training loop writes in this process
+_listeners: list[Callable[[Path, int], None]] = []
+_warned: list[bool] = []
+
+
+def _truthy(value: Optional[str]) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+# ---- the folder ---------------------------------------------------------------------------------
+
+def checkpoint_base(output_dir: str = "") -> Path:
+    """Where all flows' checkpoint folders live: ``$RECSYS_CHECKPOINT_ROOT``, else
+    ``<output_dir or default output root>/checkpoints`` (absolute)."""
+    base = os.environ.get(ENV_ROOT)
+    if base:
+        return Path(base).absolute()
+    if output_dir:
+        return (Path(output_dir) / "checkpoints").absolute()
+    from recsys.pipeline.preprocess import default_output_root
+
+    return (Path(default_output_root()) / "checkpoints").absolute()
+
+
+def lineage(flow_name: str, run_id: str, origin_run_id: Optional[str],
+            origin_of: Optional[Callable[[str, str], Optional[str]]] = None) -> list[str]:
+    """``[run_id, origin, origin's origin, ...]``: the run and the runs it resumes, newest first.
+
+    `origin_of(flow_name, run_id)` tells which run a run resumed (None for a fresh one); the
+    default asks Metaflow's metadata. A lookup that fails ends the chain there."""
+    chain = [str(run_id)]
+    if not origin_run_id:
+        return chain
+    origin_of = origin_of or _origin_of
+    rid: Optional[str] = str(origin_run_id)
+    while rid and rid not in chain and len(chain) < _MAX_LINEAGE:
+        chain.append(rid)
+        try:
+            rid = origin_of(flow_name, rid)
+        except Exception:  # noqa: BLE001 - metadata unreachable: stop at the last known run
+            rid = None
+    return chain
+
+
+def _origin_of(flow_name: str, run_id: str) -> Optional[str]:
+    """The run that `run_id` resumed, from the origin-run-id metadata Metaflow records on its tasks."""
+    from metaflow import Run
+
+    start = Run(f"{flow_name}/{run_id}", _namespace_check=False)["start"].task
+    value = start.metadata_dict.get("origin-run-id")
+    return None if value in (None, "", "None") else str(value)
+
+
+def checkpoint_root(flow=None, *, step_name: Optional[str] = None) -> Path:
+    """The checkpoint folder of the running step (see the module docstring), created.
+
+    Call it once at the top of a training step. Besides returning the folder it restores a
+    checkpoint handed back by ``@checkpoint`` (when the step has one), has each new loop checkpoint
+    saved through ``current.checkpoint`` too, and shows the loop's ``recsys.training`` log lines
+    (resumes, unusable checkpoints) in the task's log."""
+    chain = lineage(current.flow_name, current.run_id, current.origin_run_id)
+    root = checkpoint_base(_output_dir(flow)) / current.flow_name / chain[-1] / (step_name or current.step_name)
+    root.mkdir(parents=True, exist_ok=True)
+    _show_training_log()
+    _listeners.clear()  # one training step per process; a second call replaces the first's
+    checkpointer = current.get("checkpoint")
+    if checkpointer is not None:
+        try:
+            _restore_from_metaflow(checkpointer, root, chain)
+        except Exception as exc:  # noqa: BLE001 - train from what the local folder has
+            _say(f"restoring from @checkpoint failed ({type(exc).__name__}: {exc}); using the local folder only")
+        _listeners.append(functools.partial(_save_to_metaflow, checkpointer, root))
+    kill_at = [int(e) for e in (os.environ.get(ENV_TEST_KILL) or "").split(",") if e.strip()]
+    if current.retry_count < len(kill_at):
+        _listeners.append(functools.partial(_kill_after, kill_at[current.retry_count], root))
+    if _listeners:
+        _install_loop_hook()
+    return root
+
+
+def prune_checkpoints(flow=None) -> None:
+    """Remove the run's empty checkpoint folders (finished models delete their own); call it in a
+    step after all training steps, e.g. the join. Folders still holding checkpoints stay."""
+    chain = lineage(current.flow_name, current.run_id, current.origin_run_id)
+    top = checkpoint_base(_output_dir(flow)) / current.flow_name / chain[-1]
+    if not top.is_dir():
+        return
+    for folder, _, _ in sorted(os.walk(top), key=lambda t: -len(t[0])):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass  # not empty
+
+
+def _output_dir(flow) -> str:
+    """The flow's ``--output-dir`` (every flow here has one; "" when not given)."""
+    return str(getattr(flow, "output_dir", "") or "") if flow is not None else ""
+
+
+def _show_training_log() -> None:
+    """The loop logs resumes and skipped checkpoints at INFO / WARNING on ``recsys.training``;
+    without a handler Python would drop the INFO lines."""
+    logger = logging.getLogger("recsys.training")
+    if logger.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+# ---- the loop hook ------------------------------------------------------------------------------
+
+def _install_loop_hook() -> None:
+    """Call this module's listeners after each checkpoint the loop writes (once per process)."""
+    global _HOOKED
+    if _HOOKED:
+        return
+    from recsys.training.loop import add_checkpoint_listener
+
+    add_checkpoint_listener(lambda path, epoch: [listener(Path(path), epoch) for listener in list(_listeners)])
+    _HOOKED = True
+
+
+_HOOKED = False
+
+
+def _kill_after(epoch: int, root: Path, path: Path, written: int) -> None:
+    if written == epoch:
+        if _truthy(os.environ.get(ENV_TEST_WIPE)):
+            shutil.rmtree(root, ignore_errors=True)
+        print(f"{ENV_TEST_KILL}: killing the task after the checkpoint of epoch {written} ({path})",
+              file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# ---- optional metaflow-checkpoint ---------------------------------------------------------------
+
+def checkpointed(step_func):
+    """Step decorator: when ``RECSYS_METAFLOW_CHECKPOINT=1`` and the metaflow-checkpoint extension
+    is installed, ``@checkpoint(load_policy="fresh", show_card=False)`` plus
+    ``@environment(vars={"RECSYS_METAFLOW_CHECKPOINT": "1"})`` (a remote task re-imports the flow
+    and must see the switch too, or it would have no @checkpoint); else the step unchanged. Put it
+    between ``@retry`` and ``@step``. (``--with checkpoint`` on the command line does not work with
+    metaflow 2.19 / metaflow-checkpoint 0.2.14: the task gets ``show_card`` as a string and fails.)"""
+    if not _truthy(os.environ.get(ENV_METAFLOW_CHECKPOINT)):
+        return step_func
+    try:
+        from metaflow import checkpoint, environment
+    except ImportError:
+        if not _warned:
+            _warned.append(True)
+            print(f"{ENV_METAFLOW_CHECKPOINT} is set but the metaflow-checkpoint extension is not installed; "
+                  f"checkpoints stay in local folders ({ENV_ROOT} or the output folder)", file=sys.stderr)
+        return step_func
+    step_func = checkpoint(load_policy="fresh", show_card=False)(step_func)
+    return environment(vars={ENV_METAFLOW_CHECKPOINT: "1"})(step_func)
+
+
+def _save_to_metaflow(checkpointer, root: Path, path: Path, epoch: int) -> None:
+    """Save the model folder ``root/<key>`` that holds the new checkpoint through @checkpoint."""
+    try:
+        key = Path(path).resolve().relative_to(root.resolve()).parts[0]
+    except ValueError:
+        return  # a checkpoint outside this step's root
+    try:
+        checkpointer.save(path=str(root / key), name=METAFLOW_CHECKPOINT_NAME,
+                          metadata={"key": key, "epoch": int(epoch)})
+    except Exception as exc:  # noqa: BLE001 - the local checkpoint is there; go on training
+        _say(f"saving checkpoint {path} through @checkpoint failed ({type(exc).__name__}: {exc}); "
+             f"the local copy stays")
+
+
+def _restore_from_metaflow(checkpointer, root: Path, chain: list[str]) -> Optional[Path]:
+    """Copy a checkpoint saved through @checkpoint into ``root/<key>``: the one ``fresh`` loaded
+    (an earlier attempt of this task), else, in a resumed run, the newest one of the same step and
+    foreach value in the runs it resumes. Only files the folder lacks are copied (a local file of
+    the same name is the same atomic write, and the loop takes the newest valid epoch)."""
+    ref = None
+    if checkpointer.is_loaded:
+        ref = _as_dict(checkpointer.info)
+        source = Path(checkpointer.directory)
+        if ref.get("name") != METAFLOW_CHECKPOINT_NAME or _run_of(ref) not in chain:
+            ref = None
+    if ref is None and len(chain) > 1:
+        ref = _origin_checkpoint(checkpointer, chain[1:])
+        if ref is not None:
+            checkpointer.load(ref)
+            source = Path(checkpointer.directory)
+    if ref is None:
+        return None
+    key = (ref.get("metadata") or {}).get("key")
+    if not key:
+        return None
+    target = root / key
+    copied = 0
+    for folder, _, files in os.walk(source):
+        dest = target / Path(folder).relative_to(source)
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            if not (dest / name).exists():
+                shutil.copy2(Path(folder) / name, dest / name)
+                copied += 1
+    _say(f"restored @checkpoint of {ref.get('pathspec')} attempt {ref.get('attempt')} "
+         f"(epoch {(ref.get('metadata') or {}).get('epoch')}) into {target}: {copied} new file(s)")
+    return target
+
+
+def _origin_checkpoint(checkpointer, runs: list[str]) -> Optional[dict]:
+    """The newest recsys checkpoint that this step's task for the same foreach value saved in the
+    first of `runs` that has one. (``list(full_namespace=True)`` lists the checkpoints of this step
+    and foreach value in every run of the namespace; matching by task or foreach index instead
+    fails for a killed task, which leaves no artifacts.)"""
+    try:
+        refs = [_as_dict(r) for r in checkpointer.list(name=METAFLOW_CHECKPOINT_NAME, full_namespace=True)]
+    except Exception as exc:  # noqa: BLE001 - nothing to resume from; train from the local folder
+        _say(f"listing @checkpoint checkpoints failed ({type(exc).__name__}: {exc})")
+        return None
+    for rid in runs:
+        mine = [r for r in refs if _run_of(r) == rid]
+        if mine:
+            return max(mine, key=lambda r: str(r.get("created_on")))
+    return None
+
+
+def _run_of(ref: dict) -> Optional[str]:
+    parts = str(ref.get("pathspec") or "").split("/")
+    return parts[1] if len(parts) >= 2 else None
+
+
+def _as_dict(ref) -> dict:
+    return ref.to_dict() if hasattr(ref, "to_dict") else dict(ref)
+
+
+def _say(message: str) -> None:
+    print(f"[flow_support] {message}", file=sys.stderr, flush=True)
