@@ -54,6 +54,8 @@ class TailFlow(FlowSpec):
         prepared = tail.prepare(self.dataset, self.settings, data_dir=self.data_dir or None,
                                 output_dir=os.path.join(self.run_dir, "split"))
         self.split_path, self.split_sha256, self.stats = str(prepared.path), prepared.sha256, prepared.stats
+        # memory known before training: a task that can never fit stops the run here
+        self.memory = tail.memory_plan(self.split_path, self.specs)
         self.tasks = [(m, s) for m in self.specs for s in self.seed_list]
         self.next(self.train, foreach="tasks")
 
@@ -68,7 +70,8 @@ class TailFlow(FlowSpec):
         self.method, self.seed = self.input
         self.result = tail.run_one(self.split_path, self.method, self.specs[self.method], self.seed,
                                    os.path.join(self.run_dir, self.method, f"seed{self.seed}"),
-                                   checkpoint_dir=checkpoint_root(self))
+                                   checkpoint_dir=checkpoint_root(self),
+                                   memory_dir=os.path.join(self.run_dir, "memory"))
         self.next(self.join)
 
     @card(type="blank", id="tail")

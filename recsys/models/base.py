@@ -36,6 +36,7 @@ from recsys.training.loop import PROGRESS, Job, LoopResult, LoopSettings
 from recsys.training.loop import run as run_loop
 
 FORMAT_VERSION = 1
+BASE_PROCESS_BYTES = 450 << 20  # python + torch + numpy / scipy / pandas, measured RSS before fitting
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
@@ -179,6 +180,14 @@ class Model:
     def exports(self, split) -> dict[str, np.ndarray]:
         """Arrays later stages read (user / item embeddings); none by default."""
         return {}
+
+    @classmethod
+    def peak_memory(cls, config: ModelConfig, n_users: int, n_items: int, nnz: int) -> int:
+        """Estimated peak host bytes of ``fit`` + evaluation on data of these shapes (used to refuse or
+        serialise tasks before they start; :mod:`recsys.training.memory`). This default counts the
+        interpreter with torch and a few copies of the sparse data; models with large dense state
+        override it with their own formula."""
+        return BASE_PROCESS_BYTES + 48 * int(nnz) + 8 * 4 * 1024 * int(n_items)
 
     # ---- persistence ------------------------------------------------------------------------
     def _state_names(self) -> list[str]:

@@ -17,7 +17,9 @@ users, averaged over full blocks).
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,6 +30,7 @@ from recsys.errors import ConfigError
 from recsys.io import sha256_file, write_json
 from recsys.models.tail.learner import METHODS as LEARNER_METHODS  # the SGD-trained linear learner
 from recsys.pipeline.checkpoints import task_checkpoints
+from recsys.training.memory import Heartbeat, MemoryLedger, last_heartbeat
 from recsys.pipeline.settings import comma_list, load_stage_settings
 from recsys.pipeline.preprocess import default_output_root, figure_png
 
@@ -171,8 +174,35 @@ def test_metrics(model, split) -> dict[str, float]:
     return out
 
 
+def memory_plan(split_path, specs: Mapping[str, Mapping[str, Any]], *, limit: int | None = None,
+                log=print) -> dict[str, int]:
+    """Each method's estimated peak memory on this split, checked before any training starts: a
+    method that can never fit stops the run here with one line (task, estimate, limit, fixes); the
+    methods that fit only one at a time are named (their tasks then queue in the memory ledger)."""
+    from recsys.models.registry import get_model
+    from recsys.protocols import Split
+    from recsys.training.memory import MemoryBudgetError, fixes, fmt, host_limit
+
+    split = Split.load(split_path)
+    shape, nnz = split["train"].shape, split["train"].nnz
+    limit = host_limit() if limit is None else limit
+    out = {}
+    for method, spec in specs.items():
+        klass = get_model(spec["model"])
+        out[method] = int(klass.peak_memory(klass.Config.from_dict(dict(spec["config"]), spec["model"]), *shape, nnz))
+        if out[method] > limit:
+            raise MemoryBudgetError(f"tail task {method}: needs about {fmt(out[method])} of memory on this split "
+                                    f"({shape[1]:,} items), this machine grants {fmt(limit)}; it cannot run here. "
+                                    f"Fix: {fixes()}")
+    big = sorted(out.values(), reverse=True)
+    lone = [m for m, b in out.items() if len(big) > 1 and b + big[1 if b == big[0] else 0] > limit]
+    log("memory per task (estimated): " + ", ".join(f"{m} {fmt(b)}" for m, b in out.items())
+        + f"; limit {fmt(limit)}" + (f"; {', '.join(lone)} fit only one at a time: those tasks will queue" if lone else ""))
+    return out
+
+
 def run_one(split_path, method: str, spec: Mapping[str, Any], seed: int, out_dir, *, device: str | None = None,
-            save_model: bool = True, checkpoint_dir=None) -> dict:
+            save_model: bool = True, checkpoint_dir=None, memory_dir=None) -> dict:
     """Fit one method with one seed, evaluate on the test users, write ``model.pt`` and
     ``result.json`` under `out_dir` (atomically). Returns the JSON-serialisable result."""
     import torch
@@ -186,12 +216,22 @@ def run_one(split_path, method: str, spec: Mapping[str, Any], seed: int, out_dir
         config["device"] = device
     model = build(spec["model"], **config)
     valid = (split["valid_fold_in"], split["valid_holdout"])
+    out = Path(out_dir)
+    task = f"tail task {method} seed {seed}"
+    estimate = type(model).peak_memory(model.config, *split["train"].shape, split["train"].nnz)
+    beat = out / "heartbeat.json"
+    killed = last_heartbeat(beat)
+    if killed:
+        print(killed, file=sys.stderr, flush=True)
     start = time.perf_counter()
-    with task_checkpoints(model, checkpoint_dir, f"{method}.seed{seed}"):
+    # memory_dir: tasks of one run on one machine share its memory there (refuse what never fits,
+    # queue what fits only alone); before any training starts
+    ledger = MemoryLedger(memory_dir) if memory_dir is not None else None
+    with (ledger.reserve(task, estimate) if ledger else contextlib.nullcontext()), \
+            Heartbeat(beat, task) as hb, task_checkpoints(model, checkpoint_dir, f"{method}.seed{seed}"):
         model.fit(split["train"], valid if model.wants_validation() else None)
     seconds = time.perf_counter() - start
     metrics = test_metrics(model, split)
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     result = {
         "method": method,
@@ -200,6 +240,7 @@ def run_one(split_path, method: str, spec: Mapping[str, Any], seed: int, out_dir
         "config": model.config.to_dict(),
         "test": metrics,
         "train_seconds": seconds,
+        "memory": {"estimate_bytes": int(estimate), "peak_rss_bytes": int(hb.peak)},
         "epochs": len(getattr(model, "history_", [])) or None,
         "best_epoch": getattr(model, "best_epoch_", None),
         "history": getattr(model, "history_", []),

@@ -70,3 +70,21 @@ def test_malformed_parameter_string_stops_in_start(metaflow_env, tmp_path):
 def test_unknown_method_stops_in_start(metaflow_env, tmp_path):
     log = failed_start_log(FLOW, metaflow_env, tmp_path, methods="ease,postit")
     assert "unknown tail method 'postit'" in log and "Did you mean 'posit'" in log
+
+
+def test_a_task_that_cannot_fit_in_memory_stops_in_start_with_one_line(metaflow_env, tmp_path):
+    from recsys.data import make_synthetic
+
+    path = tmp_path / "tiny.csv"
+    make_synthetic(n_users=300, n_items=150, seed=4).df.to_csv(path, index=False)
+    cfg = {**TINY, "seeds": [0], "threshold": None, "dataset": {"path": str(path)}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    env = {**metaflow_env, "RECSYS_MEMORY_LIMIT": "200M"}  # below the interpreter alone
+    from metaflow import Runner
+
+    with Runner(FLOW, show_output=False, pylint=False, env=env, cwd=str(tmp_path),
+                config=[("cfg", str(tmp_path / "cfg.yaml"))]).run(dataset="csv", methods="ease") as running:
+        assert running.status == "failed"
+        log = running.run["start"].task.stderr
+    assert "tail task ease: needs about" in log and "this machine grants 0.2 GB" in log and "--max-workers 1" in log
+    assert not list(tmp_path.rglob("result.json"))  # nothing trained, nothing written

@@ -100,6 +100,14 @@ class EASE(ItemScorer):
         self.B_ = b
         return self
 
+    @classmethod
+    def peak_memory(cls, config, n_users: int, n_items: int, nnz: int) -> int:
+        """One I x I matrix on the CPU (the in-place inverse; four on a GPU), the sparse Gram matrix
+        (at most I^2 entries of 12 bytes) and scoring blocks."""
+        width = 4 if config.dtype == "float32" else 8
+        gram = min(n_items * n_items, 60 * nnz) * 12
+        return super().peak_memory(config, n_users, n_items, nnz) + width * n_items * n_items + gram
+
     def _n_items(self) -> int:
         return self.B_.shape[0]
 

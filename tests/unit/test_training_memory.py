@@ -1,0 +1,99 @@
+"""Memory known before training: limits, estimates, the ledger that refuses or queues, heartbeats."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recsys.errors import ConfigError
+from recsys.models.baselines import EASE
+from recsys.models.tail import TailLearner
+from recsys.training.memory import (GiB, Heartbeat, MemoryBudgetError, MemoryLedger, host_limit, last_heartbeat,
+                                    parse_bytes)
+
+
+def test_limit_comes_from_the_setting_then_the_machine(monkeypatch):
+    monkeypatch.setenv("RECSYS_MEMORY_LIMIT", "1.5G")
+    assert host_limit() == int(1.5 * GiB)
+    monkeypatch.delenv("RECSYS_MEMORY_LIMIT")
+    assert host_limit() > 256 << 20
+    assert parse_bytes("512M") == 512 << 20 and parse_bytes("7") == 7
+    with pytest.raises(ConfigError, match="expected a size such as 6G"):
+        parse_bytes("lots")
+
+
+def test_tail_learner_estimate_is_three_square_matrices_plus_blocks():
+    cfg = TailLearner.Config(batch_size=1024)
+    est = TailLearner.peak_memory(cfg, 27_341, 23_242, 280_706)
+    assert 3 * 4 * 23_242**2 < est < 3 * 4 * 23_242**2 + 2 * GiB
+    assert TailLearner.peak_memory(TailLearner.Config(fused_sgd=False), 27_341, 23_242, 280_706) > est + 4 * GiB
+    assert EASE.peak_memory(EASE.Config(dtype="float32"), 27_341, 23_242, 280_706) < est
+
+
+def test_a_task_that_can_never_fit_is_refused_in_one_line(tmp_path):
+    ledger = MemoryLedger(tmp_path, limit=1 * GiB)
+    with pytest.raises(MemoryBudgetError) as err:
+        with ledger.reserve("tail task posit seed 0", 3 * GiB):
+            pytest.fail("must not start")
+    msg = str(err.value)
+    assert "\n" not in msg and "posit seed 0" in msg and "3.0 GB" in msg and "1.0 GB" in msg
+    assert "--max-workers 1" in msg
+
+
+def test_tasks_that_fit_only_alone_run_one_after_another(tmp_path, capsys):
+    ledger = MemoryLedger(tmp_path, limit=10 * GiB, poll=0.02)
+    order = []
+
+    def task(name):
+        with ledger.reserve(name, 6 * GiB):
+            order.append(f"{name} start")
+            time.sleep(0.2)
+            order.append(f"{name} end")
+
+    first = threading.Thread(target=task, args=("a",))
+    first.start()
+    time.sleep(0.05)
+    task("b")  # same process, other task key: waits for "a"
+    first.join()
+    assert order == ["a start", "a end", "b start", "b end"]
+    assert "waiting for them (these tasks fit only one after another)" in capsys.readouterr().err
+
+
+def test_reservations_of_dead_processes_are_dropped(tmp_path):
+    (tmp_path / "memory-ledger.json").write_text(json.dumps({"999999:x": {"bytes": 9 * GiB, "pid": 999999, "task": "x"}}))
+    with MemoryLedger(tmp_path, limit=10 * GiB).reserve("y", 6 * GiB):
+        pass
+
+
+def test_a_killed_attempt_is_named_with_its_last_memory(tmp_path):
+    beat = tmp_path / "hb.json"
+    with Heartbeat(beat, "tail task ease seed 0", every=0.01):
+        x = np.ones((2000, 2000))  # noqa: F841 (some memory to see)
+        time.sleep(0.05)
+    assert last_heartbeat(beat) is None  # ended normally
+    data = json.loads(beat.read_text())
+    data["done"] = False  # as a SIGKILL leaves it
+    beat.write_text(json.dumps(data))
+    msg = last_heartbeat(beat)
+    assert "killed from outside" in msg and "tail task ease seed 0" in msg and "last measured memory" in msg
+
+
+def test_run_one_stops_before_training_when_the_estimate_exceeds_the_limit(tmp_path, monkeypatch):
+    from recsys.data.synthetic import make_synthetic
+    from recsys.pipeline import tail
+    from recsys.protocols import strong_generalization
+
+    split = strong_generalization(make_synthetic(n_users=300, n_items=120, seed=0).df, n_heldout_users=50, seed=0)
+    path = split.save(tmp_path / "split")
+    spec = {"model": "tail_learner", "config": {"method": "ease", "epochs": 2, "batch_size": 64, "progress": "off"}}
+    monkeypatch.setenv("RECSYS_MEMORY_LIMIT", "1M")
+    with pytest.raises(MemoryBudgetError, match="tail task ease seed 0: needs about"):
+        tail.run_one(path, "ease", spec, 0, tmp_path / "out", memory_dir=tmp_path / "mem")
+    assert not (tmp_path / "out" / "result.json").exists()
+    with pytest.raises(MemoryBudgetError, match="tail task ease: needs about .* items"):
+        tail.memory_plan(path, {"ease": spec}, log=lambda *_: None)
