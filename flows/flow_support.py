@@ -289,3 +289,73 @@ def _as_dict(ref) -> dict:
 
 def _say(message: str) -> None:
     print(f"[flow_support] {message}", file=sys.stderr, flush=True)
+
+
+# ---- errors that end with the message -------------------------------------------------------------
+
+ENV_ERROR_FILE = "RECSYS_ERROR_FILE"
+ENV_DEBUG = "RECSYS_DEBUG"
+
+
+def _step_error_class():
+    from metaflow.exception import MetaflowException
+
+    class RecsysInputError(MetaflowException):
+        """Metaflow prints a MetaflowException as its headline and message, without a traceback."""
+
+        headline = "recsys"
+
+    return RecsysInputError
+
+
+def _guard(fn):
+    """Turn one of our errors (bad settings, data, names: RecsysError) raised by a step into a
+    one-line report: no traceback in the task log (unless RECSYS_DEBUG=1), and the message kept in
+    the run's error file so :func:`main` can print it as the last line."""
+    @functools.wraps(fn)
+    def step(*args, **kwargs):
+        from recsys.errors import RecsysError
+
+        try:
+            return fn(*args, **kwargs)
+        except RecsysError as exc:
+            if os.environ.get(ENV_DEBUG) == "1":
+                raise
+            message = f"{type(exc).__name__}: {exc}"
+            path = os.environ.get(ENV_ERROR_FILE)
+            if path:
+                try:
+                    Path(path).write_text(message + "\n")
+                except OSError:
+                    pass
+            raise _step_error_class()(message) from None
+    return step
+
+
+def main(flow_class) -> None:
+    """Run a flow from its ``__main__`` block so that a bad input ends with our message.
+
+    Every step is guarded (:func:`_guard`); the launching process gives its tasks an error file,
+    and after Metaflow's own closing lines it prints ``error: <message>`` and exits non-zero.
+    ``RECSYS_DEBUG=1`` keeps the full tracebacks."""
+    for name, fn in list(vars(flow_class).items()):
+        if callable(fn) and getattr(fn, "is_step", False):
+            setattr(flow_class, name, _guard(fn))
+    owner = ENV_ERROR_FILE not in os.environ
+    if owner:
+        import tempfile
+
+        fd, path = tempfile.mkstemp(prefix="recsys-error-", suffix=".txt")
+        os.close(fd)
+        os.unlink(path)
+        os.environ[ENV_ERROR_FILE] = path
+    path = Path(os.environ[ENV_ERROR_FILE])
+    try:
+        flow_class()
+    except SystemExit as exc:
+        if owner and exc.code not in (0, None) and path.exists():
+            print(f"\nerror: {path.read_text().strip()}", file=sys.stderr, flush=True)
+        raise
+    finally:
+        if owner:
+            path.unlink(missing_ok=True)

@@ -10,6 +10,8 @@ import os
 
 from metaflow import Config, FlowSpec, Parameter, card, current, project, step
 
+from flow_support import main
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Resolved from this file, not the working directory, so the flow runs from anywhere.
 PARAMS = os.path.join(HERE, "..", "params", "preprocess.yaml")
@@ -78,4 +80,4 @@ class PreprocessFlow(FlowSpec):
 
 
 if __name__ == "__main__":
-    PreprocessFlow()
+    main(PreprocessFlow)

@@ -16,7 +16,7 @@ import os
 
 from metaflow import Config, FlowSpec, Parameter, card, current, project, resources, retry, step
 
-from flow_support import checkpoint_root, checkpointed, prune_checkpoints
+from flow_support import checkpoint_root, checkpointed, main, prune_checkpoints
 
 
 @project(name="recsys_pipelines")
@@ -99,4 +99,4 @@ class PretrainFlow(FlowSpec):
 
 
 if __name__ == "__main__":
-    PretrainFlow()
+    main(PretrainFlow)

@@ -19,7 +19,7 @@ import os
 
 from metaflow import Config, FlowSpec, Parameter, card, current, project, resources, retry, schedule, step
 
-from flow_support import checkpoint_root, checkpointed, prune_checkpoints
+from flow_support import checkpoint_root, checkpointed, main, prune_checkpoints
 
 
 @project(name="recsys_pipelines")
@@ -105,4 +105,4 @@ class TailFlow(FlowSpec):
 
 
 if __name__ == "__main__":
-    TailFlow()
+    main(TailFlow)

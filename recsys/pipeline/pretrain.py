@@ -21,7 +21,7 @@ from recsys.errors import ConfigError
 from recsys.io import sha256_file
 from recsys.pipeline.preprocess import default_output_root, figure_png
 from recsys.pipeline.checkpoints import task_checkpoints
-from recsys.pipeline.settings import comma_list, merged_settings, params_path
+from recsys.pipeline.settings import check_dataset, comma_list, merged_settings, params_path
 
 _PROTOCOL_KEYS = {"threshold", "dataset", "params", "models", "artifacts"}
 # Cut-offs and metrics each protocol's papers report.
@@ -51,6 +51,7 @@ def load_settings(dataset: str, override: Mapping[str, Any] | None = None) -> di
             models: {mostpop: {}, ease: {lam: 500}, multvae: {...}}
             artifacts: {scores: true}   # also write the full score matrix (for LOCA)
     """
+    check_dataset(dataset)
     path = params_file(dataset)
     settings = merged_settings(path, override)
     if not settings.get("protocols"):

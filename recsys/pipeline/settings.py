@@ -30,6 +30,13 @@ def params_dir() -> Path:
     return Path.cwd() / "params"
 
 
+def check_dataset(dataset: str) -> None:
+    """An unknown dataset name stops here, listing the registered ones (before any settings lookup)."""
+    from recsys.data import get_info
+
+    get_info(dataset)
+
+
 def params_path(name: str) -> Path:
     """``params_dir() / name``."""
     return params_dir() / name
@@ -54,6 +61,7 @@ def load_stage_settings(dataset: str, stage: str, prefix: str, protocol: str, wh
     """``<params>/<prefix>_<dataset>.yaml`` deep-merged with `override`, for a stage that runs one
     `protocol` (`why`: whose protocol it is) and needs a ``methods:`` section; unknown top-level keys
     and non-mapping `mappings` sections stop with a ConfigError naming them."""
+    check_dataset(dataset)
     path = params_path(f"{prefix}_{dataset}.yaml")
     settings = merged_settings(path, override)
     if not settings.get("methods"):
