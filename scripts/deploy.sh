@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Scheduled cloud runs of the main job (flows/tall_flow.py): deploy it, trigger it, or run it once
 # on Kubernetes / AWS Batch. Needs Metaflow configured for AWS (`metaflow configure aws`) and, for
-# Argo / Kubernetes, `metaflow configure kubernetes`; see README, "Scheduled cloud runs".
+# Argo / Kubernetes, `metaflow configure kubernetes`; see docs/deployment.md.
 #
 #   scripts/deploy.sh argo          [ARGS]  deploy to Argo Workflows (runs weekly: @schedule)
 #   scripts/deploy.sh argo-trigger  [ARGS]  start the deployed Argo workflow now

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-# Real-data tests read ../shared/data when it is there (see README, "Datasets").
+# Real-data tests read ../shared/data when it is there (see docs/datasets.md).
 if [ -z "${RECSYS_DATA_HOME:-}" ] && [ -d ../shared/data ]; then
   export RECSYS_DATA_HOME="$(cd ../shared/data && pwd)"
 fi

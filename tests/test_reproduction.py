@@ -3,7 +3,7 @@
     bash scripts/test.sh -m slow
 
 Each runs a `benchmarks/repro_*.py` script into a temporary file and checks the published
-target it reproduces (README, "Reproduction").
+target it reproduces (docs/reproduction.md).
 """
 
 from __future__ import annotations
