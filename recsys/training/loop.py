@@ -456,7 +456,7 @@ class _Progress:
             if record.get("experts_running") is not None:
                 parts.append(f"{record['experts_running']} experts running")
         elif best is not None and not math.isinf(best):
-            now = record.get(s.monitor)
+            now = record.get(s.monitor, record.get(f"valid_{s.monitor}"))
             now = f"{now:.4f} " if "eval_seconds" in record and isinstance(now, (int, float)) else ""
             parts.append(f"{s.monitor} {now}(best {best:.4f} @ {stopper.best_epoch})")
         if self.bar is not None:
