@@ -28,6 +28,10 @@ class PreprocessFlow(FlowSpec):
     protocol = Parameter("protocol", default="random_split",
                          help="strong_generalization | random_split | leave_k_out_by_time | "
                               "leave_one_out | user_split")
+    data_path = Parameter("data-path", default="", help="your interaction file, with --dataset csv")
+    columns = Parameter("columns", default="",
+                        help="column names of --data-path: user=uid,item=iid,rating=stars,timestamp=ts")
+    sep = Parameter("sep", default="", help="field separator of --data-path (default ','; 'tab' for tabs)")
     data_dir = Parameter("data-dir", default="",
                          help="folder holding the dataset's files (default: $RECSYS_DATA_HOME, then the cache)")
     output_dir = Parameter("output-dir", default="",
@@ -40,7 +44,11 @@ class PreprocessFlow(FlowSpec):
         from recsys.pipeline.preprocess import check_request, resolve_settings
 
         check_request(self.dataset, self.protocol)
+        from recsys.pipeline.settings import data_options, deep_merge
+
         self.settings = resolve_settings(dict(self.cfg), self.dataset, self.protocol)
+        self.settings["dataset"] = deep_merge(self.settings.get("dataset") or {},
+                                              data_options(self.data_path, self.columns, self.sep))
         self.next(self.split)
 
     @card(type="blank", id="stats")

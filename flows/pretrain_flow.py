@@ -30,6 +30,10 @@ class PretrainFlow(FlowSpec):
                          help="evaluation protocol (default: the params file's default_protocol)")
     models = Parameter("models", default="",
                        help="comma list of models (default: all configured for the protocol)")
+    data_path = Parameter("data-path", default="", help="your interaction file, with --dataset csv")
+    columns = Parameter("columns", default="",
+                        help="column names of --data-path: user=uid,item=iid,rating=stars,timestamp=ts")
+    sep = Parameter("sep", default="", help="field separator of --data-path (default ','; 'tab' for tabs)")
     data_dir = Parameter("data-dir", default="", help="folder holding the dataset's files")
     output_dir = Parameter("output-dir", default="",
                            help="where files go (default: $RECSYS_OUTPUT_DIR or ./outputs, "
@@ -41,8 +45,12 @@ class PretrainFlow(FlowSpec):
         from recsys.pipeline import pretrain as pt
         from recsys.pipeline.preprocess import check_request
 
+        from recsys.pipeline.settings import data_options, deep_merge
+
         settings = pt.load_settings(self.dataset, dict(self.cfg))
         self.section = pt.protocol_settings(settings, self.protocol or None, self.models or None)
+        self.section["dataset"] = deep_merge(self.section.get("dataset") or {},
+                                             data_options(self.data_path, self.columns, self.sep))
         check_request(self.dataset, self.section["protocol"])
         self.run_dir = os.path.abspath(self.output_dir or str(
             pt.default_run_dir(self.dataset, self.section["protocol"], current.run_id)))

@@ -36,6 +36,10 @@ class TailFlow(FlowSpec):
     # `--params` is a reserved word in Metaflow, hence `--param-string`
     param_string = Parameter("param-string", default="",
                              help="a published POSIT parameter string; overrides the posit method's settings")
+    data_path = Parameter("data-path", default="", help="your interaction file, with --dataset csv")
+    columns = Parameter("columns", default="",
+                        help="column names of --data-path: user=uid,item=iid,rating=stars,timestamp=ts")
+    sep = Parameter("sep", default="", help="field separator of --data-path (default ','; 'tab' for tabs)")
     data_dir = Parameter("data-dir", default="", help="folder holding the dataset's files")
     output_dir = Parameter("output-dir", default="",
                            help="where files go (default: $RECSYS_OUTPUT_DIR or ./outputs, under tail/<dataset>/<run id>)")
@@ -47,7 +51,10 @@ class TailFlow(FlowSpec):
         from recsys.pipeline.preprocess import check_request
 
         check_request(self.dataset, "strong_generalization")
-        self.settings = tail.load_settings(self.dataset, dict(self.cfg))
+        from recsys.pipeline.settings import data_options, deep_merge
+
+        override = deep_merge(dict(self.cfg), {"dataset": data_options(self.data_path, self.columns, self.sep)})
+        self.settings = tail.load_settings(self.dataset, override)
         self.specs = tail.method_configs(self.settings, self.methods or None, self.param_string or None)
         self.seed_list = tail.parse_seeds(self.seeds or self.settings.get("seeds", [0]))
         self.run_dir = os.path.abspath(self.output_dir or str(tail.default_run_dir(self.dataset, current.run_id)))

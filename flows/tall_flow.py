@@ -35,6 +35,10 @@ class TallFlow(FlowSpec):
                         help="comma list of methods (default: all in the params file: vae,wl,loca,lft,enlft,tall,...)")
     shards = Parameter("shards", default=0, type=int,
                        help="tasks per sharded method (LOCA, LFT, EnLFT); 0: the params file's value")
+    data_path = Parameter("data-path", default="", help="your interaction file, with --dataset csv")
+    columns = Parameter("columns", default="",
+                        help="column names of --data-path: user=uid,item=iid,rating=stars,timestamp=ts")
+    sep = Parameter("sep", default="", help="field separator of --data-path (default ','; 'tab' for tabs)")
     data_dir = Parameter("data-dir", default="", help="folder holding the dataset's files")
     output_dir = Parameter("output-dir", default="",
                            help="where files go (default: $RECSYS_OUTPUT_DIR or ./outputs, under tall/<dataset>/<run id>)")
@@ -45,7 +49,9 @@ class TallFlow(FlowSpec):
         from recsys.pipeline import local as lc
         from recsys.pipeline.preprocess import check_request
 
-        override = dict(self.cfg)
+        from recsys.pipeline.settings import data_options, deep_merge
+
+        override = deep_merge(dict(self.cfg), {"dataset": data_options(self.data_path, self.columns, self.sep)})
         if self.shards:
             override["shards"] = self.shards
         self.settings = lc.select_methods(lc.load_settings(self.dataset, override), self.methods or None)

@@ -104,11 +104,22 @@ def prepare_split(
     check_request(dataset, protocol)
     ds = load_dataset(dataset, data_dir=data_dir or None, **dict(dataset_options or {}))
     df = binarize(ds.df, threshold, unknown_max=ds.unknown_rating_max)
-    split = make_split(protocol, df, **dict(protocol_params or {}))
+    split = make_split(protocol, df, **adapt_to_data(protocol_params or {}, df))
     out = Path(output_dir) if output_dir else default_output_root() / "splits" / dataset / protocol
     path = split.save(out)
     stats = split_stats(split, dataset=dataset, threshold=threshold, n_rows_loaded=len(ds.df))
     return PreparedSplit(split=split, path=Path(path), sha256=sha256_dir(path), stats=stats)
+
+
+def adapt_to_data(params: Mapping[str, Any], df) -> dict:
+    """Protocol parameters with ``auto`` sizes resolved from the data (the default profiles use them
+    for a user's file of any size): ``n_heldout_users: auto`` -> min(1000, users // 10), at least 1."""
+    out = dict(params)
+    if out.get("n_heldout_users") == "auto":
+        n_users = int(df["user"].nunique())
+        out["n_heldout_users"] = max(1, min(1000, n_users // 10))
+        print(f"n_heldout_users: auto -> {out['n_heldout_users']} ({n_users:,} users)")
+    return out
 
 
 def split_stats(split, *, dataset: str, threshold: float | None, n_rows_loaded: int) -> dict:

@@ -21,7 +21,7 @@ from recsys.errors import ConfigError
 from recsys.io import sha256_file
 from recsys.pipeline.preprocess import default_output_root, figure_png
 from recsys.pipeline.checkpoints import task_checkpoints
-from recsys.pipeline.settings import check_dataset, comma_list, merged_settings, params_path
+from recsys.pipeline.settings import check_dataset, comma_list, merged_settings, stage_params_file
 
 _PROTOCOL_KEYS = {"threshold", "dataset", "params", "models", "artifacts"}
 # Cut-offs and metrics each protocol's papers report.
@@ -35,7 +35,7 @@ REPORT = {
 
 
 def params_file(dataset: str) -> Path:
-    return params_path(f"pretrain_{dataset}.yaml")
+    return stage_params_file("pretrain", dataset)
 
 
 def load_settings(dataset: str, override: Mapping[str, Any] | None = None) -> dict:

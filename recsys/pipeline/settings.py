@@ -42,6 +42,37 @@ def params_path(name: str) -> Path:
     return params_dir() / name
 
 
+def data_options(data_path: str | None = None, columns: str | None = None, sep: str | None = None) -> dict:
+    """Loader options of a flow's ``--data-path FILE --columns user=uid,item=iid --sep ';'`` (for
+    the ``csv`` dataset): ``{"path": ..., "columns": {...}, "sep": ...}``, only what was given."""
+    out: dict[str, Any] = {}
+    if data_path:
+        out["path"] = str(data_path)
+    if columns:
+        pairs = {}
+        for item in comma_list(columns):
+            ours, _, theirs = item.partition("=")
+            if not theirs or ours.strip() not in ("user", "item", "rating", "timestamp"):
+                raise ConfigError(f"--columns {columns!r}: expected ours=theirs pairs such as "
+                                  f"user=uid,item=iid,rating=stars,timestamp=ts (ours: user, item, rating, timestamp)")
+            pairs[ours.strip()] = theirs.strip()
+        out["columns"] = pairs
+    if sep:
+        out["sep"] = {"\\t": "\t", "tab": "\t"}.get(sep, sep)
+    return out
+
+
+def stage_params_file(prefix: str, dataset: str, log=print) -> Path:
+    """``<params>/<prefix>_<dataset>.yaml``, or the stage's default profile
+    ``<params>/<prefix>_default.yaml`` for a dataset without one (a user's csv), saying so."""
+    path = params_path(f"{prefix}_{dataset}.yaml")
+    default = params_path(f"{prefix}_default.yaml")
+    if not path.exists() and default.exists():
+        log(f"no {path.name} for dataset '{dataset}': using the default profile {default}")
+        return default
+    return path
+
+
 def merged_settings(path: Path, override: Mapping[str, Any] | None) -> dict:
     """The YAML at `path` (empty if it does not exist) deep-merged with `override`."""
     import yaml
@@ -62,8 +93,10 @@ def load_stage_settings(dataset: str, stage: str, prefix: str, protocol: str, wh
     `protocol` (`why`: whose protocol it is) and needs a ``methods:`` section; unknown top-level keys
     and non-mapping `mappings` sections stop with a ConfigError naming them."""
     check_dataset(dataset)
-    path = params_path(f"{prefix}_{dataset}.yaml")
+    path = stage_params_file(prefix, dataset)
     settings = merged_settings(path, override)
+    if path.name.endswith("_default.yaml"):
+        print(f"{stage}-stage settings used: {json.dumps(settings, sort_keys=True)}")
     if not settings.get("methods"):
         raise ConfigError(f"no {stage}-stage settings for dataset '{dataset}': write {path} or pass --config cfg FILE "
                           f"with a 'methods:' section (see params/{prefix}_amazon-digital-music.yaml)")
