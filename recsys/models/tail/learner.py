@@ -376,11 +376,12 @@ class TailLearner(IterativeModel, ItemScorer):
         """U, its momentum and the best U (3 x I^2 float32; a fourth, the gradient, without
         fused_sgd), about sixteen [batch, I] float32 blocks per step and in evaluation, and the sparse
         data. Measured (benchmarks/bench_tail_memory.py, 27,341 users x 23,242 items, batch 1024):
-        7.8-7.9 GiB for ease / ipw against 7.9 estimated."""
+        7.8-7.9 GiB for ease / ipw / posit against 7.9 estimated, 8.8 GiB for cvar against 8.9."""
         from recsys.models.base import BASE_PROCESS_BYTES
 
         square = (3 if config.fused_sgd else 5) * 4 * n_items * n_items
-        return BASE_PROCESS_BYTES + 48 * nnz + square + 16 * 4 * config.batch_size * n_items
+        blocks = 28 if config.method == "cvar" else 16  # CVaR's hinge keeps more [batch, I] tensors for backward
+        return BASE_PROCESS_BYTES + 48 * nnz + square + blocks * 4 * config.batch_size * n_items
 
     # ---- scoring --------------------------------------------------------------------------
     def _n_items(self) -> int:
