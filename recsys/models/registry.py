@@ -10,7 +10,7 @@ from recsys.models.autoencoders import MultDAE, MultVAE
 from recsys.models.base import Model
 from recsys.models.baselines import EASE, MostPopular
 from recsys.models.local import LFT, LOCA, TALL, WL, EnLFT
-from recsys.models.sequential import BERT4Rec
+from recsys.models.sequential import BERT4Rec, GRU4Rec, NARM, SASRec
 from recsys.models.tail import TailLearner
 
 MODELS: dict[str, type[Model]] = {
@@ -19,6 +19,9 @@ MODELS: dict[str, type[Model]] = {
     "ease": EASE,
     "mostpop": MostPopular,
     "bert4rec": BERT4Rec,
+    "sasrec": SASRec,
+    "gru4rec": GRU4Rec,
+    "narm": NARM,
     "wl": WL,
     "loca": LOCA,
     "lft": LFT,

@@ -361,7 +361,8 @@ def leave_one_out(df: pd.DataFrame, k_core: int = 5, count_duplicates: bool = Tr
     items (counted), order each user by time. Arrays ``seq_indptr`` (n_users + 1) and
     ``seq_items`` hold every user's full time-ordered sequence (user u is
     ``seq_items[seq_indptr[u]:seq_indptr[u + 1]]``); ``valid_target`` / ``test_target`` are the
-    second-to-last / last item. Matrices ``train`` (items of ``seq[:-2]``), ``valid`` and
+    second-to-last / last item; ``seq_ratings`` (float64, NaN where unknown), aligned with
+    ``seq_items``, when the table has a rating column. Matrices ``train`` (items of ``seq[:-2]``), ``valid`` and
     ``test`` (one-hot targets). Validation scores from ``seq[:-2]``; test scores from
     ``seq[:-1]`` (validation target included) and masks those items. Metrics: HR@k (= Recall@k
     with one target) and NDCG@k. Deterministic: ``seed`` is recorded only. Ids: users and items
@@ -388,6 +389,8 @@ def leave_one_out(df: pd.DataFrame, k_core: int = 5, count_duplicates: bool = Tr
         "valid_target": i[indptr[1:] - 2].astype(np.int64),
         "test_target": i[indptr[1:] - 1].astype(np.int64),
     }
+    if RATING in df.columns:  # the sequential models' rating heads read it (NaN = unknown rating)
+        arrays["seq_ratings"] = df[RATING].to_numpy(dtype=np.float64, na_value=np.nan)
     matrices = {
         "train": _csr(u[from_end >= 2], i[from_end >= 2], n_users, n_items),
         "valid": _csr(users, arrays["valid_target"], n_users, n_items),

@@ -40,6 +40,8 @@ def test_shipped_params_files_are_valid():
 
     for path in sorted((REPO / "params").glob("pretrain_*.yaml")):
         dataset = path.stem[len("pretrain_"):]
+        if dataset == "default":  # the profile of datasets without their own file
+            dataset = "csv"
         assert dataset in list_datasets(), path
         settings = pt.load_settings(dataset)
         for protocol in settings["protocols"]:
@@ -91,7 +93,10 @@ def test_sequential_protocol_trains_bert4rec_and_draws_its_curve(tmp_path):
     assert pt.curves_png(results)[:4] == b"\x89PNG"  # BERT4Rec's valid_ndcg@10 curve is drawn
 
 
-def test_missing_settings_say_where_to_put_them():
+def test_a_dataset_without_settings_uses_the_default_profile(capsys, monkeypatch, tmp_path):
+    settings = pt.load_settings("csv")
+    assert "using the default profile" in capsys.readouterr().out and settings["protocols"]
+    monkeypatch.setenv("RECSYS_PARAMS_DIR", str(tmp_path))  # no files at all: say where to put them
     with pytest.raises(ConfigError, match="pretrain_csv.yaml"):
         pt.load_settings("csv")
 

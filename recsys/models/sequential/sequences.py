@@ -9,19 +9,27 @@ that need more special tokens (BERT4Rec's MASK) put them after the items (I + 1,
 Batches are **right-aligned** (padding on the left), so the most recent item always sits in
 the last column; with positions counted from the right end, trimming all-PAD columns from the
 left changes nothing the model sees.
+
+Containers shared by the models: :class:`Sequences` (ragged sequences with where each user's
+training part stops, optional evaluation targets and per-interaction ratings) built by
+:func:`as_sequences` from a leave-one-out Split or a list of item-id arrays, and
+:class:`EvalSet` (one ranking pass: histories, one target per user, the items to exclude).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
+from recsys.checks import check_choice
 from recsys.errors import DataError
 
 PAD = 0
 ITEM_OFFSET = 1  # token = item id + ITEM_OFFSET
+STAGES = ("valid", "test")
 
 
 def to_indptr(sequences: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -100,6 +108,31 @@ def window_tokens(
     return np.where(valid, items[np.minimum(flat, items.size - 1)] + ITEM_OFFSET, PAD)
 
 
+def window_values(
+    indptr: np.ndarray,
+    values: np.ndarray,
+    users: np.ndarray,
+    start: np.ndarray,
+    stop: np.ndarray,
+    width: int | None = None,
+    fill: float = np.nan,
+) -> np.ndarray:
+    """Right-aligned float matrix [B, width] of per-interaction `values` (ratings) over each user's
+    window ``[start, stop)``, aligned with :func:`window_tokens` (same arguments); `fill` on padding."""
+    users = np.asarray(users, dtype=np.int64)
+    start = np.asarray(start, dtype=np.int64)
+    n = np.asarray(stop, dtype=np.int64) - start
+    if width is None:
+        width = int(n.max()) if len(n) else 0
+    cols = np.arange(width, dtype=np.int64)
+    offset = cols[None, :] - (width - n)[:, None]
+    valid = offset >= 0
+    if values.size == 0:
+        return np.full((len(users), width), fill, dtype=np.float64)
+    flat = indptr[users][:, None] + start[:, None] + np.where(valid, offset, 0)
+    return np.where(valid, values[np.minimum(flat, values.size - 1)], fill).astype(np.float64)
+
+
 def mask_positions(
     tokens: np.ndarray,
     mask_prob: float,
@@ -151,3 +184,127 @@ def target_matrix(target: np.ndarray, n_items: int) -> sp.csr_matrix:
     return sp.csr_matrix(
         (np.ones(len(rows), dtype=np.float32), (rows, target[has])), shape=(len(target), n_items)
     )
+
+
+# ---- containers ------------------------------------------------------------------------------
+
+
+@dataclass
+class Sequences:
+    """Ragged time-ordered sequences (``items[indptr[u]:indptr[u + 1]]``), where each user's
+    training part stops (``train_stop``), optional leave-one-out targets and optional
+    per-interaction ``ratings`` (float64, aligned with ``items``, NaN = unknown)."""
+
+    indptr: np.ndarray
+    items: np.ndarray
+    n_items: int
+    train_stop: np.ndarray
+    valid_target: np.ndarray | None = None
+    test_target: np.ndarray | None = None
+    ratings: np.ndarray | None = None
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.indptr)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.indptr) - 1
+
+    def stage(self, stage: str) -> tuple[np.ndarray, np.ndarray]:
+        """(history stop, target item) per user: valid -> seq[:-2] / seq[-2], test -> seq[:-1] / seq[-1]."""
+        check_choice("stage", stage, STAGES)
+        target = self.valid_target if stage == "valid" else self.test_target
+        if target is None:
+            raise DataError(f"these sequences have no {stage} targets; pass a leave-one-out split")
+        return np.maximum(self.lengths - (2 if stage == "valid" else 1), 0), target
+
+    def rating_stage(self, stage: str) -> tuple[np.ndarray, np.ndarray]:
+        """(stop, target rating) per user for rating regression: the window ends *with* the rated
+        item (valid: seq[:-1], rating of seq[-2]; test: the whole sequence, rating of seq[-1])."""
+        check_choice("stage", stage, STAGES)
+        self.require_ratings()
+        if self.valid_target is None:
+            raise DataError(f"these sequences have no {stage} targets; pass a leave-one-out split")
+        back = 1 if stage == "valid" else 0
+        stop = self.lengths - back
+        idx = self.indptr[1:] - 1 - back
+        target = np.where(stop > 0, self.ratings[np.maximum(idx, 0)], np.nan)
+        return np.maximum(stop, 0), target
+
+    def require_ratings(self) -> np.ndarray:
+        if self.ratings is None:
+            raise DataError("these sequences carry no ratings: use a leave_one_out split of a table with a rating "
+                            "column (array seq_ratings), or pass ratings=[...] aligned with the item arrays")
+        return self.ratings
+
+
+def is_split(data) -> bool:
+    return isinstance(getattr(data, "arrays", None), dict)
+
+
+def as_sequences(data, n_items: int | None = None, ratings: Sequence[np.ndarray] | None = None,
+                 what: str = "sequential models") -> Sequences:
+    """:class:`Sequences` of a leave-one-out Split (arrays seq_indptr, seq_items, valid_target,
+    test_target and, when present, seq_ratings; training part seq[:-2]) or of a list of item-id
+    arrays (all of each sequence is training data; `ratings` an aligned list of rating arrays)."""
+    if sp.issparse(data):
+        raise DataError(f"{what} need time-ordered sequences: pass a leave_one_out Split or a list of item-id "
+                        f"arrays, not a CSR matrix")
+    if is_split(data):
+        arrays = data.arrays
+        missing = [k for k in ("seq_indptr", "seq_items", "valid_target", "test_target") if k not in arrays]
+        if missing:
+            raise DataError(f"split ({getattr(data, 'protocol', '?')}) lacks arrays {missing}; use protocol leave_one_out")
+        if ratings is not None:
+            raise DataError("a split carries its own ratings (seq_ratings); pass ratings=None")
+        indptr = np.asarray(arrays["seq_indptr"], dtype=np.int64)
+        seq_ratings = arrays.get("seq_ratings")
+        seqs = Sequences(
+            indptr=indptr,
+            items=np.asarray(arrays["seq_items"], dtype=np.int64),
+            n_items=int(data.n_items),
+            train_stop=np.maximum(np.diff(indptr) - 2, 0),
+            valid_target=np.asarray(arrays["valid_target"], dtype=np.int64),
+            test_target=np.asarray(arrays["test_target"], dtype=np.int64),
+            ratings=None if seq_ratings is None else np.asarray(seq_ratings, dtype=np.float64),
+        )
+    else:
+        indptr, items = to_indptr(data)
+        if n_items is None:
+            n_items = int(items.max()) + 1 if items.size else 0
+        values = None
+        if ratings is not None:
+            if len(ratings) != len(data):
+                raise DataError(f"{len(ratings)} rating arrays for {len(data)} sequences")
+            r_ptr, values = to_indptr(ratings)
+            values = values.astype(np.float64)
+            if not np.array_equal(r_ptr, indptr):
+                bad = int(np.flatnonzero(np.diff(r_ptr) != np.diff(indptr))[0])
+                raise DataError(f"sequence {bad} has {len(data[bad])} items but {len(ratings[bad])} ratings")
+        seqs = Sequences(indptr=indptr, items=items, n_items=int(n_items), train_stop=np.diff(indptr), ratings=values)
+    if seqs.n_items <= 0:
+        raise DataError("no items: the sequences are empty")
+    if seqs.items.size and (seqs.items.min() < 0 or seqs.items.max() >= seqs.n_items):
+        raise DataError(f"item ids must lie in 0..{seqs.n_items - 1}")
+    return seqs
+
+
+@dataclass
+class EvalSet:
+    """What one validation / test ranking pass needs: histories end at `stop`, one target per user
+    (CSR one-hot), and the history items to exclude from the ranking."""
+
+    seqs: Sequences
+    stop: np.ndarray
+    target: sp.csr_matrix
+    exclude: sp.csr_matrix
+
+    @classmethod
+    def build(cls, seqs: Sequences, stop: np.ndarray, target: np.ndarray) -> "EvalSet":
+        if len(target) != len(stop):
+            raise DataError(f"{len(target)} targets for {len(stop)} histories")
+        if len(target) and target.max() >= seqs.n_items:
+            raise DataError(f"target item ids must lie in 0..{seqs.n_items - 1} (negative = no target)")
+        exclude = history_matrix(seqs.indptr, seqs.items, np.arange(len(stop)), stop, seqs.n_items)
+        return cls(seqs, stop, target_matrix(target, seqs.n_items), exclude)
