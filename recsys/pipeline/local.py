@@ -358,7 +358,7 @@ def evaluate_method(model, split, groups: np.ndarray, name: str, method: Mapping
         "groups": means["groups"],
         "group_sizes": means["group_sizes"],
         "overall_" + GROUP_METRIC: means["overall"],
-        "gate_uses_validation_labels": bool(method["model"] == "tall" and cfg.get("gate_source") == "valid"),
+        "gate_uses_validation_labels": bool(getattr(model, "uses_validation_labels", False)),
         "epochs": len([h for h in history if "epoch" in h]),
         "best_epoch": getattr(model, "best_epoch_", None),
         "train_seconds": round(seconds, 3),

@@ -126,6 +126,7 @@ class LocalModel(IterativeModel, ItemScorer):
 
     # ---- what the local stage's pipeline calls (no branching on model names there) -------------
     sharded: ClassVar[bool] = False  # trained in parts (anchors / users) that run as separate tasks
+    uses_validation_labels: ClassVar[bool] = False  # scoring reads the validation items (TALL's paper gate)
 
     @classmethod
     def start_method(cls, config: "BankConfig") -> str | None:

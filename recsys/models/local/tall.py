@@ -253,6 +253,11 @@ class TALL(LocalModel):
         self.best_epoch_ = result.best_epoch if result.best_epoch is not None else len(self.history_)
         return self
 
+    @property
+    def uses_validation_labels(self) -> bool:
+        """The paper's gate weighs the experts by their loss on each user's validation items."""
+        return self.config.gate_source == "valid"
+
     @torch.no_grad()
     def score_users(self, users: np.ndarray, budget: int = 1 << 25) -> Tensor:
         """Mixture logits for training users, gated by their gate items (see ``gate_source``)."""
