@@ -10,6 +10,7 @@ from recsys.models.autoencoders import MultDAE, MultVAE
 from recsys.models.base import Model
 from recsys.models.baselines import EASE, MostPopular
 from recsys.models.local import LFT, LOCA, TALL, WL, EnLFT
+from recsys.models.meta import MAML, MELO, GlobalMean, MAMLPlusPlus, MetaBasic
 from recsys.models.sequential import BERT4Rec, GRU4Rec, NARM, SASRec
 from recsys.models.tail import TailLearner
 
@@ -28,6 +29,11 @@ MODELS: dict[str, type[Model]] = {
     "enlft": EnLFT,
     "tall": TALL,
     "tail_learner": TailLearner,
+    "global_mean": GlobalMean,
+    "meta_basic": MetaBasic,
+    "maml": MAML,
+    "maml_pp": MAMLPlusPlus,
+    "melo": MELO,
 }
 
 

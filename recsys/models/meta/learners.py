@@ -1,0 +1,665 @@
+"""Cold-start rating predictors over a user_split (MELO's protocol): the global mean, the plain
+backbone ("basic"), MAML, MAML++ and MELO.
+
+Each user is a task (:mod:`recsys.protocols.meta_tasks`). Every model here implements
+
+* ``fit(split, validate=True)``: train on the split's training users; validation (RMSE of the
+  validation tasks' targets) picks the best weights;
+* ``predict_tasks(tasks) -> [T]``: the predicted rating (1..5 scale) of each task's last item --
+  the mean, over the task's query suffixes, of the prediction at their last position (the meta
+  learners first adapt to the task's support set);
+* ``evaluate(split, stage="test")``: RMSE / MAE of the targets overall and per true rating value
+  (MELO's per-rating report) on the fixed tasks of a stage (seeded by ``task_seed``, default the
+  split's seed, so every method and training seed sees the same tasks).
+
+Models (registry names):
+
+* ``global_mean``: the mean training rating (MELO's ``--test_baseline``).
+* ``meta_basic``: the backbone trained normally with the rating objective on the training users'
+  sequences (random windows of the task length; MELO's ``train_original.py``), validated on the
+  validation users' most recent windows, evaluated on the test tasks' query sets without
+  adaptation.
+* ``maml``: second-order MAML (Finn et al. 2017): a fixed inner learning rate, the query loss
+  after the last inner step, Adam on the meta-parameters (``first_order=True``: FOMAML).
+* ``maml_pp``: MAML++ as MELO runs it (its "MAML" column): learnable per-layer, per-step inner
+  learning rates (LSLR, init 1e-3), the multi-step query loss annealed toward the last step over
+  the first ``msl_iterations`` (1,000), outer Adam 1e-3 cosine-annealed to 1e-4, gradient
+  clipping at norm 5.
+* ``melo``: ``maml_pp`` plus MELO's adaptive weighted inner loss (:mod:`.weighting`).
+
+The meta learners train through the one loop: an "epoch" is a block of ``block`` meta-iterations
+(MELO validates every 50), validation every block (``eval_every``), early stopping / restore on
+validation RMSE (``mode="min"``), ``max_seconds``, checkpoints. The inner loop is batched and
+functional (:mod:`.functional`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from recsys.checks import check_choice, check_float, check_int
+from recsys.errors import ConfigError, DataError
+from recsys.metrics.regression import mae, per_rating_report, rmse
+from recsys.models.base import IterativeConfig, IterativeModel, Model, ModelConfig, SequenceRater
+from recsys.models.meta.functional import (
+    RANDOMNESS,
+    InnerLoop,
+    item_table_name,
+    prepare_batch,
+    rating_parameters,
+    step_importance,
+)
+from recsys.models.meta.weighting import TaskStateLSTM
+from recsys.models.sequential.layers import RATING_SCALE
+from recsys.models.sequential.sequences import PAD
+from recsys.protocols.meta_tasks import TaskSettings, Tasks, build_tasks, check_ratings, eval_tasks, stage_users
+from recsys.training.loop import Job
+
+TASK_FIELDS = ("max_len", "n_support", "n_query", "min_sub_window")
+
+
+# ---- configs -------------------------------------------------------------------------------
+
+
+def _check_tasks(c) -> None:
+    """Task settings of a config (TaskSettings raises the clear ConfigError), task_seed, eval sizes."""
+    TaskSettings(**{k: getattr(c, k) for k in TASK_FIELDS})
+    if c.task_seed is not None:
+        check_int("task_seed", c.task_seed, 0, 2**32 - 1)
+    if c.valid_tasks is not None:
+        check_int("valid_tasks", c.valid_tasks, 1)
+    check_int("eval_batch", c.eval_batch, 1)
+
+
+@dataclass(frozen=True)
+class GlobalMeanConfig(ModelConfig):
+    """Task settings (MELO's defaults: window 30, 25 support and 3 query sequences, sub-windows
+    of >= 2 items) and the seed of the validation / test tasks (None: the split's seed)."""
+
+    max_len: int = 30
+    n_support: int = 25
+    n_query: int = 3
+    min_sub_window: int = 2
+    task_seed: int | None = None
+    valid_tasks: int | None = None
+    eval_batch: int = 128
+
+    def validate(self) -> None:
+        super().validate()
+        _check_tasks(self)
+
+
+def _as_backbone(value: Any):
+    """A backbone config from a config object, a registered name, {"model": name, "config": {...}}
+    or None (MELO's BERT4Rec)."""
+    from recsys.models.meta.backbones import backbone_config
+    from recsys.models.sequential.core import SequentialConfig
+
+    if value is None:
+        return backbone_config("bert4rec")
+    if isinstance(value, str):
+        return backbone_config(value)
+    if isinstance(value, Mapping) and set(value) == {"model", "config"}:
+        return backbone_config(value["model"], value["config"])
+    if isinstance(value, SequentialConfig):
+        return value
+    if isinstance(value, ModelConfig):
+        from recsys.models.registry import model_of_config
+
+        raise ConfigError(f"backbone {model_of_config(type(value))!r} has no rating head; use one of "
+                          f"gru4rec, narm, sasrec, bert4rec")
+    raise ConfigError(f"backbone must be a model name or {{'model': name, 'config': {{...}}}}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ColdStartConfig(IterativeConfig):
+    """Settings shared by the backbone-based predictors (plus the loop's ``epochs``,
+    ``patience``, ``eval_every``, ``max_seconds``, ``progress``, ``seed``, ``device``).
+
+    ``backbone``: a sequential model's config (nested: ``{"model": "gru4rec", "config": {...}}``,
+    or a name for MELO's sizes). ``pretrained``: a pretrain run's ``item_embeddings.npy`` that
+    initialises the backbone's item embeddings (``pretrained_split``: the split folder whose id map
+    numbers its rows; default: found next to it; see :mod:`.pretrained`). Task settings as
+    :class:`GlobalMeanConfig`.
+    """
+
+    backbone: Any = None
+    max_len: int = 30
+    n_support: int = 25
+    n_query: int = 3
+    min_sub_window: int = 2
+    task_seed: int | None = None
+    valid_tasks: int | None = None
+    eval_batch: int = 128
+    pretrained: str | None = None
+    pretrained_split: str | None = None
+    patience: int | None = 10
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "backbone", _as_backbone(self.backbone))
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate()
+        _check_tasks(self)
+        if self.backbone.max_len < self.max_len:
+            raise ConfigError(f"the backbone's max_len={self.backbone.max_len} is shorter than the task window "
+                              f"max_len={self.max_len}; raise backbone.max_len or lower max_len")
+
+
+@dataclass(frozen=True)
+class MetaConfig(ColdStartConfig):
+    """Meta-learning settings (defaults: MAML++ as MELO runs it; see the module docstring).
+
+    ``inner_steps`` (3), ``inner_lr`` (the fixed rate, or the LSLR initial value when
+    ``learn_inner_lr``), ``first_order``; ``multi_step_loss`` over the first ``msl_iterations``;
+    ``meta_batch`` tasks per meta-iteration, ``block`` meta-iterations per loop epoch (``epochs``
+    blocks in all); outer Adam ``outer_lr`` cosine-annealed to ``outer_lr_min`` over all
+    iterations (None: constant), ``grad_clip`` (None: off). ``adaptive_loss``: MELO's weighting
+    LSTM (``weight_embed`` x ``weight_hidden``; Adam ``weight_lr`` cosine-annealed to
+    ``weight_lr_min``). ``randomness``: dropout masks per task ("different") or shared ("same")
+    under vmap; ``bucket_overhead`` / ``max_groups``: padding trimming (see :mod:`.functional`).
+    """
+
+    inner_steps: int = 3
+    inner_lr: float = 1e-3
+    learn_inner_lr: bool = True
+    first_order: bool = False
+    multi_step_loss: bool = True
+    msl_iterations: int = 1000
+    meta_batch: int = 16
+    block: int = 50
+    epochs: int = 60
+    outer_lr: float = 1e-3
+    outer_lr_min: float | None = 1e-4
+    grad_clip: float | None = 5.0
+    adaptive_loss: bool = False
+    weight_embed: int = 16
+    weight_hidden: int = 32
+    weight_lr: float = 0.1
+    weight_lr_min: float | None = 1e-2
+    randomness: str = "different"
+    bucket_overhead: float | None = 512.0
+    max_groups: int = 4
+
+    def validate(self) -> None:
+        super().validate()
+        check_int("inner_steps", self.inner_steps, 0)
+        check_float("inner_lr", self.inner_lr, 0.0)
+        check_int("msl_iterations", self.msl_iterations, 0)
+        for name in ("meta_batch", "block", "weight_embed", "weight_hidden", "max_groups"):
+            check_int(name, getattr(self, name), 1)
+        for name in ("outer_lr", "weight_lr"):
+            check_float(name, getattr(self, name), 0.0, low_open=True)
+        for name in ("outer_lr_min", "weight_lr_min", "grad_clip", "bucket_overhead"):
+            if getattr(self, name) is not None:
+                check_float(name, getattr(self, name), 0.0)
+        for name in ("learn_inner_lr", "first_order", "multi_step_loss", "adaptive_loss"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        check_choice("randomness", self.randomness, RANDOMNESS)
+
+
+@dataclass(frozen=True)
+class MAMLConfig(MetaConfig):
+    """Plain second-order MAML: fixed inner rate 0.01 (Finn et al.'s regression setting), the last
+    step's query loss, constant Adam 1e-3, no clipping."""
+
+    inner_lr: float = 1e-2
+    learn_inner_lr: bool = False
+    multi_step_loss: bool = False
+    outer_lr_min: float | None = None
+    grad_clip: float | None = None
+
+
+@dataclass(frozen=True)
+class MELOConfig(MetaConfig):
+    """MAML++ plus the adaptive weighted inner loss."""
+
+    adaptive_loss: bool = True
+
+
+# ---- shared task evaluation ------------------------------------------------------------------
+
+
+def check_rating_split(split) -> None:
+    """A user_split whose every rating is known (one clear error otherwise)."""
+    if getattr(split, "protocol", None) != "user_split":
+        raise DataError(f"the meta stage trains on a user_split split (cold-start users as tasks), got "
+                        f"{getattr(split, 'protocol', type(split).__name__)!r}")
+    check_ratings(split)
+
+
+def _user_rows(split, users: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    indptr, items = split.arrays["seq_indptr"], split.arrays["seq_items"]
+    ratings = np.asarray(split.arrays["seq_ratings"], dtype=np.float64)
+    return ([items[indptr[u]:indptr[u + 1]] for u in users], [ratings[indptr[u]:indptr[u + 1]] for u in users])
+
+
+def _eligible(split, stage: str, settings: TaskSettings) -> np.ndarray:
+    """The stage's users with enough interactions for a task (>= min_sub_window + 1)."""
+    users = stage_users(split, stage)
+    n = np.diff(np.asarray(split.arrays["seq_indptr"]))[users]
+    keep = users[n >= settings.min_sub_window + 1]
+    if not len(keep):
+        raise DataError(f"no {stage} user has the {settings.min_sub_window + 1} interactions a task needs")
+    return keep
+
+
+def _task_order(tasks: Tasks) -> np.ndarray:
+    """Tasks by decreasing window length (evaluation chunks of similar length)."""
+    return np.argsort(-(tasks.query_items[:, 0] != PAD).sum(-1) - (tasks.support_items != PAD).sum((1, 2)) / 1e4,
+                      kind="stable")
+
+
+class ColdStartRater(SequenceRater):
+    """What every cold-start predictor shares (see the module docstring)."""
+
+    protocols = ("user_split",)
+
+    def task_settings(self) -> TaskSettings:
+        return TaskSettings(**{k: getattr(self.config, k) for k in TASK_FIELDS})
+
+    def stage_tasks(self, split, stage: str) -> Tasks:
+        """The fixed tasks of a stage ("valid" / "test"), seeded by task_seed (default the split's seed)."""
+        c = self.config
+        check_rating_split(split)
+        seed = split.seed if c.task_seed is None else c.task_seed
+        settings = self.task_settings()
+        users = _eligible(split, stage, settings)
+        tasks = eval_tasks_of(split, stage, settings, seed, users)
+        if stage == "valid" and c.valid_tasks is not None and c.valid_tasks < len(tasks):
+            pick = np.sort(np.random.default_rng([seed, 0x5641]).choice(len(tasks), c.valid_tasks, replace=False))
+            tasks = tasks.select(pick)
+        return tasks
+
+    def predict_tasks(self, tasks: Tasks) -> np.ndarray:
+        raise NotImplementedError
+
+    def evaluate_tasks(self, tasks: Tasks) -> dict[str, Any]:
+        """RMSE / MAE of the task targets, per true rating value too (the predictions under "pred")."""
+        self._check_fitted()
+        pred = self.predict_tasks(tasks)
+        target = np.asarray(tasks.targets, dtype=np.float64)
+        return {"rmse": rmse(pred, target), "mae": mae(pred, target), "n": int(len(target)),
+                "per_rating": per_rating_report(pred, target), "pred": pred}
+
+    def evaluate(self, split, stage: str = "test") -> dict[str, Any]:
+        out = self.evaluate_tasks(self.stage_tasks(split, stage))
+        out["stage"] = stage
+        return out
+
+    def fit_split(self, split, *, validate: bool = True):
+        return self.fit(split, validate=validate)
+
+    def evaluate_split(self, split, stage: str, *, ks=(), metrics=(), recall_denominator: str = "n"):
+        raise ConfigError(f"{self.name} predicts ratings: use evaluate(split, stage) (RMSE / MAE), not ranking metrics")
+
+    @staticmethod
+    def _query_mean(pred: Tensor, real: Tensor) -> np.ndarray:
+        """Per task: the mean of the predictions [T, Q] over its real query rows."""
+        real = real.to(pred.dtype)
+        return ((pred.nan_to_num(0.0) * real).sum(1) / real.sum(1).clamp_min(1)).double().cpu().numpy()
+
+
+def eval_tasks_of(split, stage: str, settings: TaskSettings, seed: int, users: np.ndarray) -> Tasks:
+    """:func:`~recsys.protocols.meta_tasks.eval_tasks` for the users able to form a task."""
+    all_users = stage_users(split, stage)
+    if len(users) == len(all_users):
+        return eval_tasks(split, stage, settings, seed)
+    from recsys.protocols.meta_tasks import STAGES
+
+    return build_tasks(split, stage, settings, np.random.default_rng([int(seed), STAGES.index(stage), 0x4D454C4F]),
+                       users=users)
+
+
+def _train_mean(split) -> float:
+    users = stage_users(split, "train")
+    _, ratings = _user_rows(split, users)
+    values = np.concatenate(ratings) if ratings else np.array([])
+    if not values.size:
+        raise DataError("the split has no training ratings")
+    return float(values.mean())
+
+
+# ---- the global mean -------------------------------------------------------------------------
+
+
+class GlobalMean(ColdStartRater, Model):
+    """Predicts the mean training rating for everyone (MELO's baseline)."""
+
+    name = "global_mean"
+    Config = GlobalMeanConfig
+
+    def fit(self, split, validate: bool = True) -> "GlobalMean":
+        check_rating_split(split)
+        self.mean_ = _train_mean(split)
+        return self
+
+    def predict_tasks(self, tasks: Tasks) -> np.ndarray:
+        self._check_fitted()
+        return np.full(len(tasks), float(self.mean_))
+
+
+# ---- backbone helpers ----------------------------------------------------------------------------
+
+
+def _backbone_name(cfg) -> str:
+    from recsys.models.registry import model_of_config
+
+    return model_of_config(type(cfg))
+
+
+def _new_backbone(config: ColdStartConfig, device: torch.device, **overrides):
+    from recsys.models.registry import get_model
+
+    cfg = config.backbone
+    klass = get_model(_backbone_name(cfg))
+    values = {**cfg.to_dict(), "device": str(device), "seed": config.seed, "objective": "rating", **overrides}
+    return klass(klass.Config.from_dict(values, klass.name))
+
+
+def _init_backbone(model, split, mean: float, config: ColdStartConfig) -> dict | None:
+    """Fresh network (under the caller's torch seed), rating head at the training mean, optional
+    pretrained item embeddings; returns the pretrained summary (or None)."""
+    model.n_items_ = split.n_items
+    model._init_modules()
+    model.net_.rating_head.start_at(mean)
+    if not config.pretrained:
+        return None
+    from recsys.models.meta.pretrained import load_item_embeddings
+
+    table = item_table_name(model.net_)
+    if table is None:
+        raise ConfigError(f"backbone {model.name} has no item embedding table to initialise")
+    return load_item_embeddings(model.net_, table, config.pretrained, split, config.pretrained_split)
+
+
+def _fork_devices(device: torch.device) -> list[int]:
+    return [device.index or 0] if device.type == "cuda" else []
+
+
+# ---- basic: the backbone trained normally ----------------------------------------------------------
+
+
+class MetaBasic(ColdStartRater, IterativeModel):
+    """The backbone trained on the rating objective without meta-learning (``basic``). Its loop
+    settings (epochs, patience, eval_every, max_seconds, progress, seed, device) override the
+    backbone config's; the backbone's own lr / batch_size apply."""
+
+    name = "meta_basic"
+    Config = ColdStartConfig
+
+    def fit(self, split, validate: bool = True) -> "MetaBasic":
+        check_rating_split(split)
+        c = self.config
+        settings = self.task_settings()
+        train = _eligible(split, "train", settings)
+        items, ratings = _user_rows(split, train)
+        valid = None
+        if validate:
+            v_items, v_ratings = _user_rows(split, _eligible(split, "valid", settings))
+            valid = (v_items, v_ratings)
+        mean = _train_mean(split)
+        model = _new_backbone(c, self.device, epochs=c.epochs, patience=c.patience if validate else None,
+                              eval_every=c.eval_every, max_seconds=c.max_seconds, progress=c.progress,
+                              max_len=c.backbone.max_len, window="random")
+        self._sub_model(model, "backbone")
+        self.pretrained_ = None
+        if c.pretrained:
+            with torch.random.fork_rng(devices=_fork_devices(self.device)):
+                torch.manual_seed(c.seed)
+                self.pretrained_ = _init_backbone(model, split, mean, c)
+        model.fit_ratings(items, valid, n_items=split.n_items, ratings=ratings, validate=validate,
+                          warm_start=bool(c.pretrained))
+        model.checkpoints(None)
+        self.backbone_ = model
+        self.history_ = list(model.history_)
+        self.best_epoch_ = model.best_epoch_
+        self.stop_reason_ = model.stop_reason_
+        return self
+
+    @torch.no_grad()
+    def predict_tasks(self, tasks: Tasks) -> np.ndarray:
+        self._check_fitted()
+        net = self.backbone_.net_
+        net.eval()
+        out = np.empty(len(tasks))
+        step = self.config.eval_batch
+        for s in range(0, len(tasks), step):
+            sub = tasks.select(np.arange(s, min(s + step, len(tasks))))
+            tok = sub.query_items.reshape(-1, sub.query_items.shape[-1]).copy()
+            real = (tok != PAD).any(-1)
+            tok[~real, -1] = 1  # placeholder for all-PAD rows (ignored)
+            pred = RATING_SCALE * net(torch.from_numpy(tok).to(self.device))[:, -1]
+            out[s:s + len(sub)] = self._query_mean(pred.view(len(sub), -1),
+                                                   torch.from_numpy(real.reshape(len(sub), -1)).to(self.device))
+        return out
+
+
+# ---- MAML / MAML++ / MELO ------------------------------------------------------------------------
+
+
+class InnerRates(nn.Module):
+    """MAML++'s LSLR: one learnable inner learning rate per adapted parameter and inner step."""
+
+    def __init__(self, n_params: int, steps: int, init: float) -> None:
+        super().__init__()
+        self.rates = nn.Parameter(torch.full((n_params, max(steps, 1)), float(init)))
+
+
+def _cosine(opt: torch.optim.Optimizer, total: int, low: float | None, base: float):
+    if low is None:
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    ratio = low / base
+
+    def factor(step: int) -> float:
+        t = min(step, total) / max(total, 1)
+        return ratio + (1 - ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+class MetaLearner(ColdStartRater, IterativeModel):
+    """MAML-family meta-learner over a sequential backbone (see the module docstring).
+
+    Learned state: ``backbone_`` (the backbone model, its network holding the meta-learned
+    initialisation), ``adapted_`` (names of the adapted parameters), ``lslr_`` (learned inner
+    rates, or None), ``weight_net_`` (MELO's LSTM, or None), ``history_``, ``best_epoch_``,
+    ``stop_reason_``, ``iterations_``, ``pretrained_``.
+    """
+
+    name = "maml_pp"
+    Config = MetaConfig
+
+    # ---- modules -------------------------------------------------------------------------------
+    def _init_modules(self) -> None:
+        c = self.config
+        self.lslr_ = InnerRates(len(self.adapted_), c.inner_steps, c.inner_lr).to(self.device) if c.learn_inner_lr else None
+        self.weight_net_ = None
+        if c.adaptive_loss:
+            with torch.random.fork_rng(devices=_fork_devices(self.device)):  # leaves the main stream as MAML++'s
+                torch.manual_seed(c.seed + 0x4D45)
+                self.weight_net_ = TaskStateLSTM(c.weight_embed, c.weight_hidden).to(self.device)
+
+    def _loop(self) -> InnerLoop:
+        c = self.config
+        net = self.backbone_.net_
+        return InnerLoop(net, self.adapted_, item_table_name(net), c.inner_steps, c.first_order, c.randomness)
+
+    def _rates(self):
+        return self.config.inner_lr if self.lslr_ is None else self.lslr_.rates
+
+    def inner_rates(self) -> np.ndarray:
+        """The inner learning rates [n_adapted, steps] (constant for MAML)."""
+        self._check_fitted()
+        if self.lslr_ is None:
+            return np.full((len(self.adapted_), max(self.config.inner_steps, 1)), self.config.inner_lr)
+        return self.lslr_.rates.detach().cpu().numpy().copy()
+
+    def _weights(self, batch) -> Tensor | None:
+        if self.weight_net_ is None:
+            return None
+        r = batch.support_ratings
+        return self.weight_net_(r.reshape(-1, r.shape[-1])).view(r.shape)
+
+    def _batch(self, tasks: Tasks):
+        c = self.config
+        return prepare_batch(tasks, self.device, bucket_overhead=c.bucket_overhead, max_groups=c.max_groups)
+
+    # ---- one meta-iteration ------------------------------------------------------------------------
+    def meta_loss(self, tasks: Tasks, iteration: int = 0) -> tuple[Tensor, Tensor]:
+        """(the meta-objective, per-task query losses [T, n]) of `tasks` at meta-iteration
+        `iteration` (which sets the multi-step weights); differentiable w.r.t. every meta-parameter."""
+        c = self.config
+        batch = self._batch(tasks)
+        record = c.multi_step_loss and c.inner_steps > 1 and iteration < c.msl_iterations
+        losses = self._loop().losses(batch, self._rates(), self._weights(batch), record_steps=record)
+        imp = step_importance(c.inner_steps, iteration, c.msl_iterations) if record else [1.0]
+        weights = torch.tensor(imp, dtype=losses.dtype, device=losses.device)
+        return (losses * weights).sum(1).mean(), losses
+
+    def _meta_parameters(self) -> list[Tensor]:
+        params = dict(self.backbone_.net_.named_parameters())
+        out = [params[k] for k in self.adapted_]
+        return out + ([self.lslr_.rates] if self.lslr_ is not None else [])
+
+    # ---- training -----------------------------------------------------------------------------------
+    def fit(self, split, validate: bool = True) -> "MetaLearner":
+        check_rating_split(split)
+        c = self.config
+        settings = self.task_settings()
+        train_users = _eligible(split, "train", settings)
+        valid = self.stage_tasks(split, "valid") if validate else None
+        total = c.epochs * c.block
+        with torch.random.fork_rng(devices=_fork_devices(self.device)):
+            torch.manual_seed(c.seed)
+            rng = np.random.default_rng(c.seed)
+            self.n_items_ = split.n_items
+            backbone = _new_backbone(c, self.device)
+            self.pretrained_ = _init_backbone(backbone, split, _train_mean(split), c)
+            self.backbone_ = backbone
+            self.adapted_ = rating_parameters(backbone.net_)
+            self._init_modules()
+            opt = torch.optim.Adam(self._meta_parameters(), lr=c.outer_lr)
+            sched = _cosine(opt, total, c.outer_lr_min, c.outer_lr)
+            state: dict[str, Any] = {"opt": opt, "sched": sched, "rng": rng, "counter": {"iteration": 0}}
+            wopt = wsched = None
+            if self.weight_net_ is not None:
+                wopt = torch.optim.Adam(self.weight_net_.parameters(), lr=c.weight_lr)
+                wsched = _cosine(wopt, total, c.weight_lr_min, c.weight_lr)
+                state.update(wopt=wopt, wsched=wsched)
+            counter = state["counter"]
+            net = backbone.net_
+
+            def epoch_fn(epoch: int) -> dict[str, float]:
+                net.train()
+                total_loss = 0.0
+                for _ in range(c.block):
+                    users = rng.choice(train_users, size=min(c.meta_batch, len(train_users)), replace=False)
+                    tasks = build_tasks(split, "train", settings, rng, users=np.sort(users))
+                    objective, losses = self.meta_loss(tasks, counter["iteration"])
+                    opt.zero_grad(set_to_none=True)
+                    if wopt is not None:
+                        wopt.zero_grad(set_to_none=True)
+                    objective.backward()
+                    if c.grad_clip is not None:
+                        nn.utils.clip_grad_norm_(self._meta_parameters(), c.grad_clip)
+                        if wopt is not None:
+                            nn.utils.clip_grad_norm_(self.weight_net_.parameters(), c.grad_clip)
+                    opt.step()
+                    sched.step()
+                    if wopt is not None:
+                        wopt.step()
+                        wsched.step()
+                    counter["iteration"] += 1
+                    total_loss += float(losses[:, -1].detach().mean())
+                record = {"loss": total_loss / c.block, "iteration": counter["iteration"], "outer_lr": sched.get_last_lr()[0]}
+                if self.lslr_ is not None:
+                    record["inner_lr_mean"] = float(self.lslr_.rates.detach().mean())
+                return record
+
+            validate_fn = None
+            if valid is not None:
+                def validate_fn(epoch: int):
+                    ev = self.evaluate_tasks(valid)
+                    return ev["rmse"], {"valid_rmse": ev["rmse"], "valid_mae": ev["mae"]}
+
+            weights = {"backbone": net}
+            if self.lslr_ is not None:
+                weights["lslr"] = self.lslr_
+            if self.weight_net_ is not None:
+                weights["weight_net"] = self.weight_net_
+            job = Job(epoch_fn, validate_fn, weights=weights, state=state)
+            data = {"n_users": split.n_users, "n_items": split.n_items,
+                    "n_interactions": int(len(split.arrays["seq_items"])),
+                    "rating_sum": float(np.nansum(split.arrays["seq_ratings"])), "split_seed": split.seed}
+            result = self._train(job, monitor="valid_rmse", mode="min", data=data,
+                                 patience=c.patience if validate else None)
+        self.history_ = result.history
+        self.best_epoch_ = result.best_epoch or len(self.history_)
+        self.stop_reason_ = result.stop_reason
+        self.iterations_ = int(counter["iteration"])
+        net.eval()
+        return self
+
+    # ---- prediction ---------------------------------------------------------------------------------
+    def predict_tasks(self, tasks: Tasks) -> np.ndarray:
+        """Adapt to each task's support set (the learned inner rates and weights, dropout off),
+        then predict its query rows' last rating; in chunks of ``eval_batch`` similar tasks."""
+        self._check_fitted()
+        net = self.backbone_.net_
+        was = net.training
+        net.eval()
+        if self.weight_net_ is not None:
+            self.weight_net_.eval()
+        loop = self._loop()
+        out = np.empty(len(tasks))
+        order = _task_order(tasks)
+        step = self.config.eval_batch
+        try:
+            with torch.no_grad():  # the inner gradients (torch.func.grad) still run; nothing outer is recorded
+                for s in range(0, len(tasks), step):
+                    rows = order[s:s + step]
+                    batch = self._batch(tasks.select(rows))
+                    pred = loop.predict(batch, self._rates(), self._weights(batch))
+                    out[rows] = self._query_mean(pred, batch.query_real)
+        finally:
+            net.train(was)
+        return out
+
+
+class MAML(MetaLearner):
+    """Second-order MAML (``first_order=True``: FOMAML) with a fixed inner learning rate."""
+
+    name = "maml"
+    Config = MAMLConfig
+
+
+class MAMLPlusPlus(MetaLearner):
+    """MAML++ as MELO runs it (LSLR, multi-step loss, cosine outer schedule, clipping)."""
+
+    name = "maml_pp"
+    Config = MetaConfig
+
+
+class MELO(MetaLearner):
+    """MAML++ with MELO's adaptive weighted inner loss."""
+
+    name = "melo"
+    Config = MELOConfig
+
+
+METHOD_MODELS: dict[str, str] = {
+    "global_mean": "global_mean",
+    "basic": "meta_basic",
+    "maml": "maml",
+    "maml_pp": "maml_pp",
+    "melo": "melo",
+}
