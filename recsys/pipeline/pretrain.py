@@ -52,7 +52,7 @@ def load_settings(dataset: str, override: Mapping[str, Any] | None = None) -> di
             artifacts: {scores: true}   # also write the full score matrix (for LOCA)
     """
     check_dataset(dataset)
-    path = params_file(dataset)
+    path = stage_params_file("pretrain", dataset, override=override, section="protocols")
     settings = merged_settings(path, override)
     if not settings.get("protocols"):
         raise ConfigError(

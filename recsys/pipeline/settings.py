@@ -62,12 +62,14 @@ def data_options(data_path: str | None = None, columns: str | None = None, sep: 
     return out
 
 
-def stage_params_file(prefix: str, dataset: str, log=print) -> Path:
+def stage_params_file(prefix: str, dataset: str, log=print, override: Mapping[str, Any] | None = None,
+                      section: str = "methods") -> Path:
     """``<params>/<prefix>_<dataset>.yaml``, or the stage's default profile
-    ``<params>/<prefix>_default.yaml`` for a dataset without one (a user's csv), saying so."""
+    ``<params>/<prefix>_default.yaml`` for a dataset without one (a user's csv), saying so; not
+    when the override (``--config cfg FILE``) brings its own `section` (its methods are the run's)."""
     path = params_path(f"{prefix}_{dataset}.yaml")
     default = params_path(f"{prefix}_default.yaml")
-    if not path.exists() and default.exists():
+    if not path.exists() and default.exists() and not (override or {}).get(section):
         log(f"no {path.name} for dataset '{dataset}': using the default profile {default}")
         return default
     return path
@@ -93,7 +95,7 @@ def load_stage_settings(dataset: str, stage: str, prefix: str, protocol: str, wh
     `protocol` (`why`: whose protocol it is) and needs a ``methods:`` section; unknown top-level keys
     and non-mapping `mappings` sections stop with a ConfigError naming them."""
     check_dataset(dataset)
-    path = stage_params_file(prefix, dataset)
+    path = stage_params_file(prefix, dataset, override=override)
     settings = merged_settings(path, override)
     if path.name.endswith("_default.yaml"):
         print(f"{stage}-stage settings used: {json.dumps(settings, sort_keys=True)}")
