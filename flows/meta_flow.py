@@ -17,7 +17,7 @@ import os
 
 from metaflow import Config, FlowSpec, Parameter, card, current, project, resources, retry, step
 
-from flow_support import checkpoint_root, checkpointed, prune_checkpoints
+from flow_support import checkpoint_root, checkpointed, main, prune_checkpoints
 
 
 @project(name="recsys_pipelines")
@@ -106,4 +106,4 @@ class MetaFlow(FlowSpec):
 
 
 if __name__ == "__main__":
-    MetaFlow()
+    main(MetaFlow)
