@@ -20,7 +20,7 @@ import os
 
 from metaflow import Config, FlowSpec, Parameter, card, current, project, resources, retry, step
 
-from flow_support import checkpoint_root, checkpointed, prune_checkpoints
+from flow_support import checkpoint_root, checkpointed, main, prune_checkpoints
 
 
 @project(name="recsys_pipelines")
@@ -113,4 +113,4 @@ class BamFlow(FlowSpec):
 
 
 if __name__ == "__main__":
-    BamFlow()
+    main(BamFlow)

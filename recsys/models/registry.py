@@ -11,6 +11,7 @@ from recsys.models.base import Model
 from recsys.models.baselines import EASE, MostPopular
 from recsys.models.local import LFT, LOCA, TALL, WL, EnLFT
 from recsys.models.meta import MAML, MELO, GlobalMean, MAMLPlusPlus, MetaBasic
+from recsys.models.multi_interest import MIND, REMI, ComiRecSA
 from recsys.models.sequential import BERT4Rec, GRU4Rec, NARM, SASRec
 from recsys.models.tail import TailLearner
 
@@ -34,6 +35,9 @@ MODELS: dict[str, type[Model]] = {
     "maml": MAML,
     "maml_pp": MAMLPlusPlus,
     "melo": MELO,
+    "mind": MIND,
+    "comirec": ComiRecSA,
+    "remi": REMI,
 }
 
 
