@@ -101,12 +101,14 @@ class EarlyStopping:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a checkpoint needs to resume the stopper (the best state is copied)."""
+        # the best state by reference: a checkpoint writes it at once (a copy would double a large
+        # model's memory while it is written)
         return {"best_value": self.best_value, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
-                "best_state": snapshot(self.best_state)}
+                "best_state": self.best_state}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
-        self.bad_epochs, self.best_state = state["bad_epochs"], state["best_state"]
+        self.bad_epochs, self.best_state = state["bad_epochs"], snapshot(state["best_state"])
 
     @property
     def should_stop(self) -> bool:

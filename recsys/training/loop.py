@@ -122,6 +122,8 @@ class Job:
                     v.copy_(state[k])
 
     def state_dict(self) -> dict[str, Any]:
+        """References, not copies: a checkpoint is written at once, and copies of a large model's
+        optimiser state would double its memory while it is written."""
         return {k: _state_of(v) for k, v in self.state.items()}
 
     def load_state_dict(self, saved: Mapping[str, Any]) -> None:
@@ -133,11 +135,11 @@ def _state_of(obj: Any) -> Any:
     if isinstance(obj, np.random.Generator):
         return {"__generator__": obj.bit_generator.state}
     if isinstance(obj, Tensor):
-        return obj.detach().clone()
+        return obj.detach()
     if hasattr(obj, "state_dict"):
-        return snapshot(obj.state_dict())
+        return obj.state_dict()
     if isinstance(obj, dict):
-        return snapshot(obj)
+        return dict(obj)
     raise ConfigError(f"training state of type {type(obj).__name__} cannot be checkpointed")
 
 
