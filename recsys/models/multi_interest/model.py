@@ -72,6 +72,7 @@ from recsys.models.multi_interest.objectives import (
     select_interest,
 )
 from recsys.models.sequential.sequences import (
+    scored_rows,
     STAGES,
     EvalSet,
     Sequences,
@@ -355,17 +356,7 @@ class MultiInterestModel(IterativeModel, InterestModel):
         return max_interest_scores(self._interest_rows(seqs, rows, stop), self.net_.item_table())
 
     def _histories(self, histories, stage: str | None, users) -> tuple[Sequences, np.ndarray, np.ndarray]:
-        if is_split(histories):
-            if stage is None:
-                raise ConfigError(f"stage must be one of {STAGES} when scoring a split")
-            seqs = as_sequences(histories, what=self.name)
-            stop, _ = seqs.stage(stage)
-            rows = np.arange(len(stop)) if users is None else np.asarray(users, dtype=np.int64)
-            return seqs, rows, stop[rows]
-        if stage is not None or users is not None:
-            raise ConfigError("stage and users apply only when scoring a split; pass the histories alone")
-        seqs = as_sequences(histories, self.n_items_, what=self.name)
-        return seqs, np.arange(seqs.n_users), seqs.lengths
+        return scored_rows(histories, stage, users, getattr(self, "n_items_", None), self.name)
 
     def interests(self, histories, stage: str | None = None, users: np.ndarray | None = None) -> Tensor:
         """Interest vectors [B, K, d] of each history (a list of item-id arrays, oldest first, or a

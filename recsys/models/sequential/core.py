@@ -40,6 +40,7 @@ from recsys.metrics.regression import mae, per_rating_report, rmse
 from recsys.models.base import IterativeConfig, IterativeModel, SequenceRater, SequenceScorer
 from recsys.models.sequential.layers import RATING_SCALE, SequenceNetwork, full_softmax_ce, rating_mse
 from recsys.models.sequential.sequences import (
+    scored_rows,
     PAD,
     STAGES,
     EvalSet,
@@ -367,17 +368,7 @@ class SequentialModel(IterativeModel, SequenceScorer, SequenceRater):
 
     def _histories(self, histories, stage: str | None, users) -> tuple[Sequences, np.ndarray, np.ndarray]:
         """(sequences, rows, history stop) for a Split + stage, or a list of history arrays."""
-        if is_split(histories):
-            if stage is None:
-                raise ConfigError(f"stage must be one of {STAGES} when scoring a split")
-            seqs = as_sequences(histories, what=self.name)
-            stop, _ = seqs.stage(stage)
-            rows = np.arange(len(stop)) if users is None else np.asarray(users, dtype=np.int64)
-            return seqs, rows, stop[rows]
-        if stage is not None or users is not None:
-            raise ConfigError("stage and users apply only when scoring a split; pass the histories alone")
-        seqs = as_sequences(histories, self.n_items_, what=self.name)
-        return seqs, np.arange(seqs.n_users), seqs.lengths
+        return scored_rows(histories, stage, users, getattr(self, "n_items_", None), self.name)
 
     def score(self, histories, stage: str | None = None, users: np.ndarray | None = None) -> Tensor:
         """Scores [B, I] (logits; history items not masked) on the model's device.

@@ -308,3 +308,22 @@ class EvalSet:
             raise DataError(f"target item ids must lie in 0..{seqs.n_items - 1} (negative = no target)")
         exclude = history_matrix(seqs.indptr, seqs.items, np.arange(len(stop)), stop, seqs.n_items)
         return cls(seqs, stop, target_matrix(target, seqs.n_items), exclude)
+
+
+def scored_rows(histories, stage: str | None, users, n_items: int, what: str):
+    """(sequences, rows, history stop) of what a sequential model is asked to score: a leave-one-out
+    Split with `stage` ("valid": seq[:-2], "test": seq[:-1]) and optional `users`, or a list of
+    history arrays (each scored whole)."""
+    from recsys.errors import ConfigError
+
+    if is_split(histories):
+        if stage is None:
+            raise ConfigError(f"stage must be one of {STAGES} when scoring a split")
+        seqs = as_sequences(histories, what=what)
+        stop, _ = seqs.stage(stage)
+        rows = np.arange(len(stop)) if users is None else np.asarray(users, dtype=np.int64)
+        return seqs, rows, stop[rows]
+    if stage is not None or users is not None:
+        raise ConfigError("stage and users apply only when scoring a split; pass the histories alone")
+    seqs = as_sequences(histories, n_items, what=what)
+    return seqs, np.arange(seqs.n_users), seqs.lengths
