@@ -40,6 +40,10 @@ class BamFlow(FlowSpec):
                            help="true / false: add the multi-interest loss; auto: the params file's per-selection value")
     seed = Parameter("seed", type=int, default=None, help="training seed (default: the params file's, 2021)")
     data_dir = Parameter("data-dir", default="", help="folder holding the dataset's files")
+    data_path = Parameter("data-path", default="", help="your interaction file, with --dataset csv")
+    columns = Parameter("columns", default="",
+                        help="your file's column names, e.g. user=uid,item=sku,rating=stars,timestamp=ts")
+    sep = Parameter("sep", default="", help="field separator of --data-path (default ','; 'tab' for tabs)")
     output_dir = Parameter("output-dir", default="",
                            help="where files go (default: $RECSYS_OUTPUT_DIR or ./outputs, under bam/<dataset>/<run id>)")
 
@@ -50,7 +54,10 @@ class BamFlow(FlowSpec):
         from recsys.pipeline.preprocess import check_request
 
         check_request(self.dataset, bam.PROTOCOL)
-        self.settings = bam.load_settings(self.dataset, dict(self.cfg))
+        from recsys.pipeline.settings import data_options, deep_merge
+
+        override = deep_merge(dict(self.cfg), {"dataset": data_options(self.data_path, self.columns, self.sep)})
+        self.settings = bam.load_settings(self.dataset, override)
         self.specs = bam.task_specs(self.settings, self.model or None, self.selection or None, tau=self.T,
                                     linear_size=self.linear_size,
                                     multi_loss=bam.parse_bool("--multi-loss", self.multi_loss), seed=self.seed)
@@ -109,7 +116,14 @@ class BamFlow(FlowSpec):
         """Expose ``results`` (per model/selection), ``baselines`` and ``rows`` (the table)."""
         from recsys.pipeline import bam
 
-        print(bam.format_table(self.rows))
+        from recsys.pipeline.report import print_report, write_report
+
+        files = write_report(self.run_dir, title=f"{self.dataset}: multi-interest stage (BaM, leave_one_out)",
+                             headers=bam.table(self.rows)[0], cells=bam.table(self.rows)[1],
+                             intro="Test Recall / NDCG, entropies of interest use (nats), steps.",
+                             results={"rows": self.rows, "runs": self.results, "baselines": self.baselines},
+                             png=bam.usage_plot_png(self.results))
+        print_report(bam.format_table(self.rows), files)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,10 @@ class MetaFlow(FlowSpec):
     pretrained = Parameter("pretrained", default="",
                            help="a pretrain run's item_embeddings.npy to initialise the backbones' item embeddings")
     data_dir = Parameter("data-dir", default="", help="folder holding the dataset's files")
+    data_path = Parameter("data-path", default="", help="your interaction file, with --dataset csv")
+    columns = Parameter("columns", default="",
+                        help="your file's column names, e.g. user=uid,item=sku,rating=stars,timestamp=ts")
+    sep = Parameter("sep", default="", help="field separator of --data-path (default ','; 'tab' for tabs)")
     output_dir = Parameter("output-dir", default="",
                            help="where files go (default: $RECSYS_OUTPUT_DIR or ./outputs, under meta/<dataset>/<run id>)")
 
@@ -45,7 +49,10 @@ class MetaFlow(FlowSpec):
         from recsys.pipeline.preprocess import check_request
 
         check_request(self.dataset, "user_split")
-        self.settings = meta.load_settings(self.dataset, dict(self.cfg))
+        from recsys.pipeline.settings import data_options, deep_merge
+
+        override = deep_merge(dict(self.cfg), {"dataset": data_options(self.data_path, self.columns, self.sep)})
+        self.settings = meta.load_settings(self.dataset, override)
         self.specs = meta.run_specs(self.settings, self.backbones or None, self.methods or None,
                                     self.pretrained or None)
         self.seed_list = meta.parse_seeds(self.seeds or self.settings.get("seeds", [0]))
@@ -102,7 +109,13 @@ class MetaFlow(FlowSpec):
         headers, cells = meta.table(self.rows)
         current.card.append(Table(cells, headers=headers))
         current.card.append(Image(meta.per_rating_plot_png(self.rows, s)))
-        print(meta.format_table(self.rows))
+        from recsys.pipeline.report import print_report, write_report
+
+        files = write_report(self.run_dir, title=f"{self.dataset}: meta stage (cold-start rating prediction)",
+                             headers=headers, cells=cells, intro=f"Ratings: {meta.rating_table(s)}",
+                             results={"rows": self.rows, "runs": self.results, "stats": s},
+                             png=meta.per_rating_plot_png(self.rows, s))
+        print_report(meta.format_table(self.rows), files)
 
 
 if __name__ == "__main__":

@@ -85,6 +85,15 @@ class PreprocessFlow(FlowSpec):
         print(f"{self.dataset} / {self.protocol}: {s['n_users']:,} users, {s['n_items']:,} items, "
               f"{s['n_interactions']:,} interactions")
         print(f"split saved to {self.split_path}")
+        from recsys.pipeline import preprocess as pp
+        from recsys.pipeline.report import print_report, text_table, write_report
+        from recsys.protocols import Split
+
+        cells = pp.stats_table(s)
+        files = write_report(f"{self.split_path}-report", title=f"{self.dataset} / {self.protocol}: split statistics",
+                             headers=["statistic", "value"], cells=cells, results=s,
+                             png=pp.degree_plot_png(Split.load(self.split_path), f"{self.dataset}, {self.protocol}"))
+        print_report(text_table(["statistic", "value"], cells), files)
 
 
 if __name__ == "__main__":

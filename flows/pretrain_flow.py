@@ -35,6 +35,8 @@ class PretrainFlow(FlowSpec):
                         help="column names of --data-path: user=uid,item=iid,rating=stars,timestamp=ts")
     sep = Parameter("sep", default="", help="field separator of --data-path (default ','; 'tab' for tabs)")
     data_dir = Parameter("data-dir", default="", help="folder holding the dataset's files")
+    split_dir = Parameter("split-dir", default="",
+                          help="reuse a split a preprocess run saved (its folder; checksums are checked)")
     output_dir = Parameter("output-dir", default="",
                            help="where files go (default: $RECSYS_OUTPUT_DIR or ./outputs, "
                                 "under pretrain/<dataset>/<protocol>/<run id>)")
@@ -54,8 +56,13 @@ class PretrainFlow(FlowSpec):
         check_request(self.dataset, self.section["protocol"])
         self.run_dir = os.path.abspath(self.output_dir or str(
             pt.default_run_dir(self.dataset, self.section["protocol"], current.run_id)))
-        prepared = pt.prepare(self.dataset, self.section, data_dir=self.data_dir or None,
-                              output_dir=os.path.join(self.run_dir, "split"))
+        if self.split_dir:
+            from recsys.pipeline.preprocess import load_saved_split
+
+            prepared = load_saved_split(self.split_dir, self.section["protocol"], self.dataset)
+        else:
+            prepared = pt.prepare(self.dataset, self.section, data_dir=self.data_dir or None,
+                                  output_dir=os.path.join(self.run_dir, "split"))
         self.split_path, self.split_sha256, self.stats = str(prepared.path), prepared.sha256, prepared.stats
         self.model_names = list(self.section["models"])
         self.next(self.train, foreach="model_names")
@@ -103,7 +110,14 @@ class PretrainFlow(FlowSpec):
         """Expose ``results`` (per model: test metrics, validation curve, epochs, seconds, files)."""
         from recsys.pipeline import pretrain as pt
 
-        print(pt.format_table(pt.comparison(self.results), self.section["protocol"]))
+        from recsys.pipeline.report import dict_rows_table, print_report, write_report
+
+        rows = pt.comparison(self.results)
+        files = write_report(self.run_dir, title=f"{self.dataset}: pretraining ({self.section['protocol']})",
+                             intro="Test metrics per model, epochs and training seconds.",
+                             headers=dict_rows_table(rows)[0], cells=dict_rows_table(rows)[1],
+                             results=self.results, png=pt.curves_png(self.results))
+        print_report(pt.format_table(rows, self.section["protocol"]), files)
 
 
 if __name__ == "__main__":

@@ -108,7 +108,13 @@ class TailFlow(FlowSpec):
         """Expose ``results`` (per method/seed run) and ``rows`` (per method, mean and std)."""
         from recsys.pipeline import tail
 
-        print(tail.format_table(self.rows))
+        from recsys.pipeline.report import print_report, write_report
+
+        files = write_report(self.run_dir, title=f"{self.dataset}: tail stage", headers=tail.table(self.rows)[0],
+                             cells=tail.table(self.rows)[1], intro="Mean ± std over seeds per method.",
+                             results={"rows": self.rows, "runs": self.results},
+                             png=tail.coverage_plot_png(self.rows))
+        print_report(tail.format_table(self.rows), files)
 
 
 if __name__ == "__main__":

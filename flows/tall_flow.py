@@ -128,8 +128,15 @@ class TallFlow(FlowSpec):
         """Expose ``results``: per method the test P / R / NDCG @ {1, 5, 10, 20} and NDCG@20 per group."""
         from recsys.pipeline import local as lc
 
-        print(lc.format_table(lc.group_table(self.results)))
-        print(f"files under {self.run_dir}")
+        from recsys.pipeline.report import dict_rows_table, print_report, write_report
+
+        rows = lc.group_table(self.results)
+        files = write_report(self.run_dir, title=f"{self.dataset}: local / mixture-of-experts stage (random_split)",
+                             intro="Test NDCG@20 overall and per mainstream group (low -> high), training seconds.",
+                             headers=dict_rows_table(rows)[0], cells=dict_rows_table(rows)[1],
+                             results=self.results, png=lc.group_plot_png(self.results))
+        print_report(lc.format_table(rows), files)
+        print(f"models and splits under {self.run_dir}")
 
 
 if __name__ == "__main__":

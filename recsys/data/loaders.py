@@ -535,7 +535,8 @@ def _csv_spec(src: Source, columns: Mapping[str, int | str] | None, sep: str,
         if USER not in columns or ITEM not in columns:
             raise DataError(f"csv {src.path.name}: missing column(s) "
                             f"{[c for c in (USER, ITEM) if c not in names]}; columns found: {names}. "
-                            f"Pass columns={{'user': ..., 'item': ...}} to name them (file {src.label})")
+                            f"Name them with --columns user=<column>,item=<column> in a flow (columns={{'user': ..., "
+                            f"'item': ...}} in code) (file {src.label})")
     columns = dict(columns)
     bad = sorted(set(columns) - set(_OUR_COLUMNS))
     if bad or USER not in columns or ITEM not in columns:
@@ -560,6 +561,9 @@ def _load_csv(info: DatasetInfo, data_dir: str | os.PathLike | None, path: str |
     file = Path(path).expanduser()
     if not file.is_absolute() and data_dir is not None:
         file = Path(data_dir).expanduser() / file
+    if file.is_dir():
+        raise DataError(f"csv: {file} is a folder, not a file; pass the interaction file itself "
+                        f"(--data-path FILE in a flow, path= in code)")
     if not file.is_file():
         raise DataError(f"csv: file {file} not found. {info.how_to_get}")
     src = Source(file, file.name)

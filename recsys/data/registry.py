@@ -351,7 +351,7 @@ _DATASETS = (
         licence="that of the file you load",
         citation="",
         homepage="",
-        how_to_get="Pass path= (relative paths are taken from data_dir when given).",
+        how_to_get="Pass --data-path FILE in a flow (path= in code; relative paths are taken from data_dir when given).",
     ),
     DatasetInfo(
         name="synthetic",

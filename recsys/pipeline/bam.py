@@ -30,7 +30,7 @@ from recsys.checks import unknown_key_error
 from recsys.errors import ConfigError
 from recsys.io import sha256_file, write_json
 from recsys.pipeline.preprocess import default_output_root, figure_png
-from recsys.pipeline.settings import comma_list, merged_settings, params_path
+from recsys.pipeline.settings import comma_list, load_stage_settings
 
 MODELS = ("mind", "comirec", "remi")
 SELECTIONS = ("hard", "p", "l")
@@ -69,20 +69,9 @@ def load_settings(dataset: str, override: Mapping[str, Any] | None = None) -> di
         upstream: {history_zero_upstream: false, valid_resample: false}
         baselines: {mostpop: {}}
     """
-    path = params_path(f"bam_{dataset}.yaml")
-    settings = merged_settings(path, override)
-    if not settings.get("train") and not settings.get("models"):
-        raise ConfigError(f"no BaM-stage settings for dataset '{dataset}': write {path} or pass --config cfg FILE "
-                          f"with 'train:' and 'models:' sections (see params/bam_amazon-digital-music.yaml)")
-    unknown = set(settings) - _KEYS
-    if unknown:
-        raise ConfigError(f"bam settings: unknown key(s) {sorted(unknown)}; expected some of {sorted(_KEYS)}")
-    settings.setdefault("protocol", PROTOCOL)
-    if settings["protocol"] != PROTOCOL:
-        raise ConfigError(f"the BaM stage evaluates on {PROTOCOL} (BaM's protocol), got {settings['protocol']!r}")
-    for key in ("train", "per_model", "per_selection", "upstream", "baselines", "params", "dataset"):
-        if not isinstance(settings.get(key) or {}, Mapping):
-            raise ConfigError(f"bam settings: {key} must be a mapping")
+    settings = load_stage_settings(dataset, "BaM", "bam", PROTOCOL, "BaM's", _KEYS,
+                                   ("train", "per_model", "per_selection", "upstream", "baselines", "params", "dataset"),
+                                   override, required="models")
     for key in settings.get("upstream") or {}:
         if key not in _UPSTREAM:
             raise unknown_key_error(key, _UPSTREAM, "upstream switch")
@@ -285,9 +274,10 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
 
 
 def format_table(rows: list[dict]) -> str:
-    headers, cells = table(rows)
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells])
+    """The table aligned for a terminal."""
+    from recsys.pipeline.report import text_table
+
+    return text_table(*table(rows))
 
 
 def usage_plot_png(results: Mapping[str, Mapping[str, Any]]) -> bytes:

@@ -74,7 +74,11 @@ def select_methods(settings: Mapping[str, Any], methods: str | None) -> dict:
         if model is None:
             raise ConfigError(f"method {name!r} needs 'model: <one of {sorted(set(METHOD_MODELS.values()))}>'")
         klass = get_model(model)
-        klass.Config.from_dict(cfg, model)  # ConfigError naming the bad key / value
+        where = name if name == model else f"{name} ({model})"
+        try:
+            klass.Config.from_dict(cfg, where)  # unknown keys name `where`
+        except ConfigError as err:
+            raise ConfigError(str(err) if str(err).startswith(where) else f"method {where}: {err}") from None
         chosen[name] = {"model": model, "config": cfg}
     # the base step also trains what the chosen methods start from (LOCA: the VAE; LFT / EnLFT: WL)
     needed = {_start_of(m) for m in chosen.values()} - {None}
@@ -378,10 +382,10 @@ def group_table(results: Mapping[str, Mapping[str, Any]]) -> list[dict]:
 
 
 def format_table(rows: list[dict]) -> str:
-    cols = list(rows[0])
-    lines = ["  ".join(f"{c:>12}" for c in cols)]
-    lines += ["  ".join(f"{r[c]!s:>12}" for c in cols) for r in rows]
-    return "\n".join(lines)
+    """The group table aligned for a terminal."""
+    from recsys.pipeline.report import dict_rows_table, text_table
+
+    return text_table(*dict_rows_table(rows))
 
 
 def group_plot_png(results: Mapping[str, Mapping[str, Any]]) -> bytes:

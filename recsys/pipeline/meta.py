@@ -195,8 +195,10 @@ def prepare(dataset: str, settings: Mapping[str, Any], *, data_dir=None, output_
     from recsys.protocols import user_split
     from recsys.protocols.meta_tasks import rating_stats
 
+    from recsys.pipeline.preprocess import adapt_to_data
+
     df, rows_loaded = load_ratings(dataset, settings, data_dir)
-    split = user_split(df, **_section(settings, "params"))
+    split = user_split(df, **adapt_to_data(_section(settings, "params"), df))
     out = Path(output_dir) if output_dir else default_output_root() / "splits" / dataset / "user_split"
     path = split.save(out)
     stats = dict(split.stats)
@@ -323,10 +325,10 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
 
 
 def format_table(rows: list[dict]) -> str:
-    headers, cells = table(rows)
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(c) + " |" for c in cells]
-    return "\n".join(lines)
+    """The table aligned for a terminal."""
+    from recsys.pipeline.report import text_table
+
+    return text_table(*table(rows))
 
 
 def rating_table(stats: Mapping[str, Any]) -> str:

@@ -111,14 +111,36 @@ def prepare_split(
     return PreparedSplit(split=split, path=Path(path), sha256=sha256_dir(path), stats=stats)
 
 
+def load_saved_split(path: str | os.PathLike, protocol: str, dataset: str) -> PreparedSplit:
+    """A split saved earlier (the preprocess flow's ``split`` folder) instead of a new one: every
+    file's sha256 is checked (:meth:`recsys.protocols.Split.load`) and its protocol must be the
+    stage's `protocol`."""
+    from recsys.errors import DataError
+    from recsys.protocols import Split
+
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"--split-dir {path}: not a folder; pass the folder a preprocess run saved "
+                        f"(it holds split.json), e.g. outputs/splits/<dataset>/<protocol>/<run id>")
+    split = Split.load(path)
+    if split.protocol != protocol:
+        raise DataError(f"--split-dir {path}: a {split.protocol} split, this run evaluates on {protocol}; "
+                        f"pass --protocol {split.protocol} or a {protocol} split")
+    stats = split_stats(split, dataset=dataset, threshold=split.meta.get("threshold"),
+                        n_rows_loaded=int(split.stats.get("n_interactions", 0)))
+    return PreparedSplit(split=split, path=path, sha256=sha256_dir(path), stats=stats)
+
+
 def adapt_to_data(params: Mapping[str, Any], df) -> dict:
     """Protocol parameters with ``auto`` sizes resolved from the data (the default profiles use them
-    for a user's file of any size): ``n_heldout_users: auto`` -> min(1000, users // 10), at least 1."""
+    for a user's file of any size): ``n_heldout_users: auto`` -> min(1000, users // 10) and
+    ``n_test_users: auto`` (user_split) -> min(500, users // 5), each at least 1."""
     out = dict(params)
-    if out.get("n_heldout_users") == "auto":
-        n_users = int(df["user"].nunique())
-        out["n_heldout_users"] = max(1, min(1000, n_users // 10))
-        print(f"n_heldout_users: auto -> {out['n_heldout_users']} ({n_users:,} users)")
+    for key, cap, share in (("n_heldout_users", 1000, 10), ("n_test_users", 500, 5)):
+        if out.get(key) == "auto":
+            n_users = int(df["user"].nunique())
+            out[key] = max(1, min(cap, n_users // share))
+            print(f"{key}: auto -> {out[key]} ({n_users:,} users)")
     return out
 
 

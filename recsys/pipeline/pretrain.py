@@ -189,9 +189,9 @@ def format_table(rows: list[dict], protocol: str) -> str:
     k = max(REPORT.get(protocol, REPORT["random_split"])["ks"])
     wanted = ["model"] + [c for c in rows[0] if c.endswith(f"@{k}") or c.endswith("@20")] + ["epochs", "train_seconds"]
     cols = list(dict.fromkeys(c for c in wanted if c in rows[0]))
-    lines = ["  ".join(f"{c:>14}" for c in cols)]
-    lines += ["  ".join(f"{r[c]!s:>14}" for c in cols) for r in rows]
-    return "\n".join(lines)
+    from recsys.pipeline.report import dict_rows_table, text_table
+
+    return text_table(*dict_rows_table(rows, cols))
 
 
 def curves_png(results: Mapping[str, Mapping[str, Any]]) -> bytes | None:

@@ -90,18 +90,20 @@ def comma_list(text: str | None) -> list[str]:
 
 
 def load_stage_settings(dataset: str, stage: str, prefix: str, protocol: str, why: str, keys: set[str],
-                        mappings: tuple[str, ...], override: Mapping[str, Any] | None) -> dict:
-    """``<params>/<prefix>_<dataset>.yaml`` deep-merged with `override`, for a stage that runs one
-    `protocol` (`why`: whose protocol it is) and needs a ``methods:`` section; unknown top-level keys
-    and non-mapping `mappings` sections stop with a ConfigError naming them."""
+                        mappings: tuple[str, ...], override: Mapping[str, Any] | None,
+                        required: str = "methods") -> dict:
+    """``<params>/<prefix>_<dataset>.yaml`` (or the stage's default profile) deep-merged with
+    `override`, for a stage that runs one `protocol` (`why`: whose protocol it is) and needs a
+    `required` section (``methods:``, BaM's ``models:``); unknown top-level keys and non-mapping
+    `mappings` sections stop with a ConfigError naming them."""
     check_dataset(dataset)
-    path = stage_params_file(prefix, dataset, override=override)
+    path = stage_params_file(prefix, dataset, override=override, section=required)
     settings = merged_settings(path, override)
     if path.name.endswith("_default.yaml"):
         print(f"{stage}-stage settings used: {json.dumps(settings, sort_keys=True)}")
-    if not settings.get("methods"):
+    if not settings.get(required):
         raise ConfigError(f"no {stage}-stage settings for dataset '{dataset}': write {path} or pass --config cfg FILE "
-                          f"with a 'methods:' section (see params/{prefix}_amazon-digital-music.yaml)")
+                          f"with a '{required}:' section (see params/{prefix}_amazon-digital-music.yaml)")
     unknown = set(settings) - keys
     if unknown:
         raise ConfigError(f"{prefix} settings: unknown key(s) {sorted(unknown)}; expected some of {sorted(keys)}")

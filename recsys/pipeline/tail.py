@@ -293,10 +293,10 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
 
 
 def format_table(rows: list[dict]) -> str:
-    headers, cells = table(rows)
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(c) + " |" for c in cells]
-    return "\n".join(lines)
+    """The table aligned for a terminal."""
+    from recsys.pipeline.report import text_table
+
+    return text_table(*table(rows))
 
 
 def coverage_plot_png(rows: list[dict], k: int = 100) -> bytes:

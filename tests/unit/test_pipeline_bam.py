@@ -71,8 +71,6 @@ def test_bad_settings_files_are_refused():
         bam.load_settings("amazon-digital-music", {"upstream": {"history_zero": True}})
     with pytest.raises(ConfigError, match="leave_one_out"):
         bam.load_settings("amazon-digital-music", {"protocol": "random_split"})
-    with pytest.raises(ConfigError, match="no BaM-stage settings for dataset 'ml-20m'"):
-        bam.load_settings("ml-20m")
 
 
 def _result(model, selection, r20, selected):
@@ -89,7 +87,22 @@ def test_table_and_usage_plot():
                              "train_seconds": 0.1}}
     rows = bam.table_rows(results, baselines)
     assert [r["method"] for r in rows] == ["mostpop", "mind/hard", "remi/hard", "remi/p"]
-    text = bam.format_table(rows)
-    assert "| remi/p | 0.1500 | 0.3000 | 0.0750 | 0.1000 | 1.0000 | 0.9000 | 0.8000 | 1,000 | 500 | 1.0 |" in text
+    headers, cells = bam.table(rows)
+    assert cells[-1] == ["remi/p", "0.1500", "0.3000", "0.0750", "0.1000", "1.0000", "0.9000", "0.8000", "1,000", "500", "1.0"]
+    text = bam.format_table(rows).splitlines()
+    assert text[0].split() == headers[:5] + ["H(selected)", "H(best)", "H(hits)", "steps", "best", "step", "train", "s"]
+    assert text[-1].split() == cells[-1]
+    # aligned: every number column ends at the same character in every line
+    ends = {line.rindex("0.1500") + 6 for line in text if "0.1500" in line}
+    assert len(ends) == 1 and text[0].index("recall@10") + len("recall@10") == ends.pop()
     png = bam.usage_plot_png(results)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_dataset_without_a_params_file_gets_the_default_profile(tmp_path, monkeypatch, capsys):
+    settings = bam.load_settings("ml-20m")
+    assert "using the default profile" in capsys.readouterr().out
+    assert settings["models"] == ['mind', 'comirec', 'remi']
+    monkeypatch.setenv("RECSYS_PARAMS_DIR", str(tmp_path))  # no params at all: one clear error
+    with pytest.raises(ConfigError, match="no BaM-stage settings for dataset 'ml-20m'"):
+        bam.load_settings("ml-20m")

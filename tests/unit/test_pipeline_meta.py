@@ -69,8 +69,6 @@ def test_bad_settings_stop_with_one_clear_error():
         meta.load_settings("amazon-digital-music", {"inner_steps": 3})
     with pytest.raises(ConfigError, match=r"meta method 'melo' \(sasrec\).*inner_steps"):
         meta.run_specs(meta.load_settings("amazon-digital-music", {"meta": {"inner_steps": -1}}), "sasrec", "melo")
-    with pytest.raises(ConfigError, match="no meta-stage settings for dataset 'yelp'"):
-        meta.load_settings("yelp")
 
 
 def test_prepare_reports_the_rating_distribution_and_balance(tmp_path):
@@ -137,3 +135,12 @@ def test_one_run_then_aggregate_table_and_plot(tmp_path):
 def test_ml1m_stops_because_its_ratings_are_partial(tmp_path):
     with pytest.raises(DataError, match="318,218 of 1,000,209 rows have no rating"):
         meta.prepare("ml-1m", meta.load_settings("ml-1m"), output_dir=tmp_path / "s")
+
+
+def test_a_dataset_without_a_params_file_gets_the_default_profile(tmp_path, monkeypatch, capsys):
+    settings = meta.load_settings("yelp")
+    assert "using the default profile" in capsys.readouterr().out
+    assert settings["methods"] and settings["params"]["n_test_users"] == "auto"
+    monkeypatch.setenv("RECSYS_PARAMS_DIR", str(tmp_path))  # no params at all: one clear error
+    with pytest.raises(ConfigError, match="no meta-stage settings for dataset 'yelp'"):
+        meta.load_settings("yelp")
