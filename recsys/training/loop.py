@@ -425,6 +425,25 @@ def _fmt_seconds(sec: float) -> str:
     return f"{sec // 3600}h{sec % 3600 // 60:02d}m"
 
 
+class WorkProgress:
+    """One line per block of non-epoch work (LFT's groups of fine-tuned copies, EnLFT's anchors)
+    with the seconds so far and an estimate of what is left, on stderr like the epoch lines;
+    silent with ``progress="off"``."""
+
+    def __init__(self, name: str, total: int, unit: str, progress: str = "auto") -> None:
+        self.name, self.total, self.unit, self.on = name, int(total), unit, progress != "off"
+        self.done, self.t0 = 0, time.perf_counter()
+
+    def step(self, n: int, what: str = "") -> None:
+        self.done += int(n)
+        if not self.on:
+            return
+        spent = time.perf_counter() - self.t0
+        left = spent / max(self.done, 1) * max(self.total - self.done, 0)
+        print(f"[{self.name}] {self.done}/{self.total} {self.unit}{(' ' + what) if what else ''}  "
+              f"{spent:.1f}s  left ~ {_fmt_seconds(left)}", file=sys.stderr, flush=True)
+
+
 class _Progress:
     """A tqdm bar where stderr is a terminal, else one line per epoch (Metaflow logs, notebooks run
     by papermill, CI); ``progress="off"`` is silent (the history still records everything)."""

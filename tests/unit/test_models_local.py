@@ -351,3 +351,18 @@ def test_bank_nll_value_and_gradient_match_logsumexp(grouped):
     (g1,) = torch.autograd.grad((expected * w).sum(), exact)
     (g2,) = torch.autograd.grad((got * w.float()).sum(), big)
     torch.testing.assert_close(g2.double(), g1, rtol=1e-4, atol=1e-5)
+
+
+def test_lft_and_enlft_report_progress_per_group_of_copies(capsys):
+    """Fine-tuning is not epochs: one line per group of copies, with seconds and what is left."""
+    X = sp.random(60, 30, density=0.3, format="csr", random_state=np.random.default_rng(0), dtype=np.float32)
+    X.data[:] = 1.0
+    wl = WL(epochs=1, patience=None, progress="off", hidden=8).fit(X)
+    LFT(group=16, local_epochs=1, patience=None, progress="lines", hidden=8).fit(X, base_model=wl)
+    EnLFT(group=4, n_anchors=8, local_epochs=1, patience=None, progress="lines", hidden=8).fit(X, base_model=wl)
+    lines = capsys.readouterr().err.splitlines()
+    lft = [line for line in lines if line.startswith("[lft]")]
+    assert [line.split()[1] for line in lft] == ["16/60", "32/60", "48/60", "60/60"] and "left ~" in lft[0]
+    assert [line.split()[1] for line in lines if line.startswith("[enlft]")] == ["4/8", "8/8"]
+    LFT(group=16, local_epochs=1, patience=None, progress="off", hidden=8).fit(X, base_model=wl)
+    assert "[lft]" not in capsys.readouterr().err
