@@ -7,13 +7,17 @@ parameters, so the "best" weights would silently follow training (POSIT's upstre
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
+import os
+import tempfile
+from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from recsys.errors import ConfigError
+from recsys.errors import ConfigError, DataError
 
 
 def snapshot(state: Any) -> Any:
@@ -113,3 +117,90 @@ class EarlyStopping:
     @property
     def should_stop(self) -> bool:
         return self.patience is not None and self.bad_epochs >= self.patience
+
+
+class SpilledEarlyStopping(EarlyStopping):
+    """:class:`EarlyStopping` that keeps the best weights in a file, not in memory.
+
+    For models whose weights are a large share of the host (the tail learner's I x I matrix:
+    2 GB at 23k items, a third of its peak): at each new best the state (name -> tensor) is
+    streamed to ``<folder>/best-e<epoch>.bin`` in row blocks (no copy in memory; a sha256
+    computed on the way), and :meth:`restore_into` streams it back into the live tensors. Its
+    ``state_dict`` names the file and its checksum instead of holding the tensors, so a checkpoint
+    does not hold them either; the two newest files are kept (a checkpoint one generation old
+    still finds its best). `folder`: the model's checkpoint folder when it has one, else a private
+    temporary one removed with the stopper.
+    """
+
+    BLOCK = 1 << 26  # bytes per read / write (64 MB)
+
+    def __init__(self, patience: int | None = None, mode: str = "max", min_delta: float = 0.0,
+                 folder: str | os.PathLike | None = None) -> None:
+        super().__init__(patience, mode, min_delta)
+        self._tmp = None if folder is not None else tempfile.TemporaryDirectory(prefix="recsys-best-")
+        self.folder = Path(folder if folder is not None else self._tmp.name)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def update(self, value: float, state: Any, epoch: int) -> bool:
+        value = float(value)
+        if not self.improved(value):
+            self.bad_epochs += 1
+            return False
+        self.best_state = self._write(state, self.folder / f"best-e{epoch:06d}.bin")
+        self.best_value, self.best_epoch, self.bad_epochs = value, epoch, 0
+        keep = sorted(self.folder.glob("best-e*.bin"))[-2:]
+        for old in self.folder.glob("best-e*.bin"):
+            if old not in keep:
+                old.unlink(missing_ok=True)
+        return True
+
+    def _write(self, state: Mapping[str, Any], path: Path) -> dict:
+        from recsys.io import atomic_path
+
+        digest, layout = hashlib.sha256(), []
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            for name, t in state.items():
+                if not isinstance(t, torch.Tensor):
+                    raise TypeError(f"SpilledEarlyStopping keeps tensors only; {name!r} is {type(t).__name__}")
+                flat = t.detach().reshape(-1)
+                step = max(1, self.BLOCK // max(1, flat.element_size()))
+                for start in range(0, flat.numel(), step):
+                    raw = flat[start:start + step].cpu().contiguous().numpy().tobytes() if flat.is_cuda \
+                        else memoryview(flat[start:start + step].contiguous().numpy()).cast("B")
+                    digest.update(raw)
+                    fh.write(raw)
+                layout.append((name, list(t.shape), str(t.dtype).replace("torch.", "")))
+        return {"__spilled__": str(path), "sha256": digest.hexdigest(), "layout": layout}
+
+    def restore_into(self, targets: Mapping[str, Any]) -> None:
+        """Copy the best state back into the live tensors `targets` (name -> tensor), block by block."""
+        spilled = self.best_state
+        path = Path(spilled["__spilled__"])
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh, torch.no_grad():
+            for name, shape, dtype in spilled["layout"]:
+                dst = targets[name]
+                flat = dst.view(-1) if dst.is_contiguous() else None
+                if flat is None or list(dst.shape) != shape or str(dst.dtype).replace("torch.", "") != dtype:
+                    raise DataError(f"{path}: best weights {name!r} {shape} {dtype} do not fit the live tensor "
+                                    f"{list(dst.shape)} {dst.dtype}")
+                step = max(1, self.BLOCK // dst.element_size())
+                for start in range(0, flat.numel(), step):
+                    n = min(step, flat.numel() - start)
+                    raw = fh.read(n * dst.element_size())
+                    digest.update(raw)
+                    flat[start:start + n].copy_(torch.frombuffer(bytearray(raw), dtype=dst.dtype))
+        if digest.hexdigest() != spilled["sha256"]:
+            raise DataError(f"checksum mismatch for {path}: the best weights were modified or corrupted after "
+                            f"they were written; train again (delete the checkpoint folder {path.parent})")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_value": self.best_value, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+                "best_state": self.best_state}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
+        self.bad_epochs, self.best_state = state["bad_epochs"], state["best_state"]
+        if self.best_state is not None and not Path(self.best_state["__spilled__"]).is_file():
+            raise DataError(f"the checkpoint's best weights {self.best_state['__spilled__']} are missing; "
+                            f"delete the checkpoint folder to train again")

@@ -281,7 +281,10 @@ def run(job: Job, settings: LoopSettings, *, checkpoint_dir: str | Path | None =
     progress.close(reason, epoch)
     best = _restorable(stopper)
     if best is not None and s.restore_best:
-        job.load_weights(best)
+        if hasattr(stopper, "restore_into"):  # best weights kept in a file: streamed back in place
+            stopper.restore_into(job.weight_state())
+        else:
+            job.load_weights(best)
     return LoopResult(history, stopper.best_epoch, _plain(stopper.best_value), reason, resumed)
 
 

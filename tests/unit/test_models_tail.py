@@ -226,3 +226,49 @@ def test_early_stopping_updates_its_best_state_in_place():
     assert stopper.best_state["w"] is kept and kept.tolist() == [2.0, 2.0, 2.0]
     w.fill_(3.0)
     assert kept.tolist() == [2.0, 2.0, 2.0]  # a copy, not the live tensor
+
+
+# ---- best weights on disk (large item counts) -------------------------------------------------------
+
+
+def test_best_weights_on_disk_restore_the_same_model_as_in_memory(split, tmp_path):
+    cfg = {**FAST, "method": "posit", "patience": 4}
+    memory = TailLearner(**cfg, best_weights="memory").fit(split["train"], _valid(split))
+    assert memory.best_epoch_ < len(memory.history_)  # the restore matters here
+    disk = TailLearner(**cfg, best_weights="disk").fit(split["train"], _valid(split))
+    assert disk.best_epoch_ == memory.best_epoch_
+    assert torch.equal(disk.U_, memory.U_) and torch.equal(disk.item_weight_, memory.item_weight_)
+    # with checkpoints: the file sits in the model's folder, the two newest kept; a cut run resumes
+    cut = TailLearner(**cfg, best_weights="disk", max_seconds=1e-9).checkpoints(tmp_path)
+    cut.fit(split["train"], _valid(split))
+    assert [p.name for p in (tmp_path / "best").glob("best-e*.bin")] == ["best-e000001.bin"]
+    resumed = TailLearner(**cfg, best_weights="disk").checkpoints(tmp_path).fit(split["train"], _valid(split))
+    assert torch.equal(resumed.U_, memory.U_)
+    assert len(list((tmp_path / "best").glob("best-e*.bin"))) <= 2
+
+
+def test_a_corrupt_best_weights_file_is_detected_by_its_checksum(split, tmp_path):
+    from recsys.errors import DataError
+    from recsys.training.early_stopping import SpilledEarlyStopping
+
+    stopper = SpilledEarlyStopping(patience=2, folder=tmp_path)
+    live = {"U": torch.arange(12.0).reshape(3, 4), "w": torch.ones(3)}
+    stopper.update(0.5, live, epoch=1)
+    live["U"].zero_()
+    stopper.restore_into(live)
+    assert torch.equal(live["U"], torch.arange(12.0).reshape(3, 4))
+    path = tmp_path / "best-e000001.bin"
+    data = bytearray(path.read_bytes())
+    data[5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="checksum mismatch"):
+        stopper.restore_into(live)
+
+
+def test_auto_keeps_the_best_weights_on_disk_from_16k_items_and_the_estimate_says_so():
+    small, large = TailConfig(method="ease"), TailConfig(method="ease")
+    assert not small.spills_best(16383) and large.spills_best(16384)
+    per = 4 * 20000 ** 2
+    auto = TailLearner.peak_memory(TailConfig(method="ease"), 30000, 20000, 300000)
+    memory = TailLearner.peak_memory(TailConfig(method="ease", best_weights="memory"), 30000, 20000, 300000)
+    assert memory - auto == per

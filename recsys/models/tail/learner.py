@@ -45,8 +45,11 @@ from recsys.errors import ConfigError
 from recsys.models.base import IterativeConfig, IterativeModel, ItemScorer, check_fit_inputs
 from recsys.checks import check_bool, check_choice, check_float, check_int
 from recsys.training.batches import SparseRows, iterate_rows
+from recsys.training.early_stopping import SpilledEarlyStopping
 from recsys.training.loop import Job
 from recsys.training.seed import seed_everything
+
+SPILL_ITEMS = 16384  # from here on the best U goes to disk (best_weights: auto)
 
 METHODS = ("ease", "ipw", "cvar", "posit")
 LOSSES = ("l2", "bce")
@@ -100,6 +103,13 @@ class TailConfig(IterativeConfig):
     upstream_best_is_last: bool = False
     upstream_adv_zero_init: bool = False
     fused_sgd: bool = True
+    # where the best validation epoch's U waits for the restore: "memory" (a third I x I matrix),
+    # "disk" (streamed to a file in the checkpoint folder, or a temporary one), "auto": disk from
+    # SPILL_ITEMS items on (a 1 GiB float32 matrix), where it is a third of the task's peak
+    best_weights: str = "auto"
+
+    def spills_best(self, n_items: int) -> bool:
+        return self.best_weights == "disk" or (self.best_weights == "auto" and n_items >= SPILL_ITEMS)
 
     def validate(self) -> None:
         super().validate()
@@ -136,6 +146,7 @@ class TailConfig(IterativeConfig):
         check_bool("upstream_best_is_last", self.upstream_best_is_last)
         check_bool("upstream_adv_zero_init", self.upstream_adv_zero_init)
         check_bool("fused_sgd", self.fused_sgd)
+        check_choice("best_weights", self.best_weights, ("auto", "memory", "disk"))
 
     @property
     def effective_lr(self) -> float:
@@ -349,8 +360,12 @@ class TailLearner(IterativeModel, ItemScorer):
             state["threshold"] = threshold
         job = Job(epoch_fn, validate_fn if valid is not None else None, weights={"U": U, "weight": weight},
                   state=state)
+        stopper = None
+        if c.spills_best(n_items) and valid is not None:
+            folder = None if self._checkpoint_dir is None else self._checkpoint_dir / "best"
+            stopper = SpilledEarlyStopping(c.patience, mode="max", folder=folder)
         result = self._train(job, monitor=f"ndcg@{k}", restore_best=not c.upstream_best_is_last,
-                             data={"train": train.shape, "nnz": train.nnz})
+                             data={"train": train.shape, "nnz": train.nnz}, stopper=stopper)
         self.history_ = result.history
         self.best_epoch_ = len(self.history_) if c.upstream_best_is_last or result.best_epoch is None \
             else result.best_epoch
@@ -374,12 +389,13 @@ class TailLearner(IterativeModel, ItemScorer):
     @classmethod
     def peak_memory(cls, config, n_users: int, n_items: int, nnz: int) -> int:
         """U, its momentum and the best U (3 x I^2 float32; a fourth, the gradient, without
-        fused_sgd), about sixteen [batch, I] float32 blocks per step and in evaluation, and the sparse
-        data. Measured (benchmarks/bench_tail_memory.py, 27,341 users x 23,242 items, batch 1024):
+        fused_sgd; one fewer where the best U waits on disk, ``best_weights``), about sixteen
+        [batch, I] float32 blocks per step and in evaluation, and the sparse data. Measured with the
+        best U in memory (benchmarks/bench_tail_memory.py, 27,341 users x 23,242 items, batch 1024):
         7.8-7.9 GiB for ease / ipw / posit against 7.9 estimated, 8.8 GiB for cvar against 8.9."""
         from recsys.models.base import BASE_PROCESS_BYTES
 
-        square = (3 if config.fused_sgd else 5) * 4 * n_items * n_items
+        square = ((3 if config.fused_sgd else 5) - config.spills_best(n_items)) * 4 * n_items * n_items
         blocks = 28 if config.method == "cvar" else 16  # CVaR's hinge keeps more [batch, I] tensors for backward
         return BASE_PROCESS_BYTES + 48 * nnz + square + blocks * 4 * config.batch_size * n_items
 
