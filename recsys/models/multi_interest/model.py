@@ -72,13 +72,12 @@ from recsys.models.multi_interest.objectives import (
     select_interest,
 )
 from recsys.models.sequential.sequences import (
+    fit_inputs,
     scored_rows,
-    STAGES,
     EvalSet,
     Sequences,
     as_sequences,
     history_matrix,
-    is_split,
     last_window_start,
     window_tokens,
 )
@@ -211,17 +210,7 @@ class MultiInterestModel(IterativeModel, InterestModel):
         """Train on a leave-one-out Split (training part seq[:-2]; validation on seq[-2] given
         seq[:-2]) or on a list of item-id arrays (each whole sequence trains) with optional `valid` =
         (histories, one target item per history)."""
-        seqs = as_sequences(train, n_items, what=self.name)
-        val = None
-        if is_split(train):
-            if valid is not None:
-                raise ConfigError("a split carries its own validation targets; pass valid=None")
-            if validate:
-                val = EvalSet.build(seqs, *seqs.stage("valid"))
-        elif valid is not None and validate:
-            vseqs = as_sequences(valid[0], seqs.n_items, what=self.name)
-            val = EvalSet.build(vseqs, vseqs.lengths, np.asarray(valid[1], dtype=np.int64))
-        return self._fit(seqs, val)
+        return self._fit(*fit_inputs(train, valid, n_items, self.name, validate=validate))
 
     def fit_split(self, split, *, validate: bool = True) -> "MultiInterestModel":
         return self.fit(split, validate=validate)

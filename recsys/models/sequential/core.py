@@ -40,9 +40,9 @@ from recsys.metrics.regression import mae, per_rating_report, rmse
 from recsys.models.base import IterativeConfig, IterativeModel, SequenceRater, SequenceScorer
 from recsys.models.sequential.layers import RATING_SCALE, SequenceNetwork, full_softmax_ce, rating_mse
 from recsys.models.sequential.sequences import (
+    fit_inputs,
     scored_rows,
     PAD,
-    STAGES,
     EvalSet,
     Sequences,
     as_sequences,
@@ -221,17 +221,7 @@ class SequentialModel(IterativeModel, SequenceScorer, SequenceRater):
         this is :meth:`fit_ratings` (`ratings`: per-item rating arrays for a list)."""
         if self.config.objective == "rating":
             return self.fit_ratings(train, valid, n_items=n_items, ratings=ratings, validate=validate)
-        seqs = as_sequences(train, n_items, ratings, what=self.name)
-        val = None
-        if is_split(train):
-            if valid is not None:
-                raise ConfigError("a split carries its own validation targets; pass valid=None")
-            if validate:
-                val = EvalSet.build(seqs, *seqs.stage("valid"))
-        elif valid is not None and validate:
-            vseqs = as_sequences(valid[0], seqs.n_items, what=self.name)
-            val = EvalSet.build(vseqs, vseqs.lengths, np.asarray(valid[1], dtype=np.int64))
-        return self._fit(seqs, val, "next_item")
+        return self._fit(*fit_inputs(train, valid, n_items, self.name, ratings=ratings, validate=validate), "next_item")
 
     def fit_ratings(self, train, valid=None, *, n_items: int | None = None, ratings: Sequence[np.ndarray] | None = None,
                     validate: bool = True, warm_start: bool = False) -> "SequentialModel":

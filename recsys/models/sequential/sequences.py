@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.checks import check_choice
-from recsys.errors import DataError
+from recsys.errors import ConfigError, DataError
 
 PAD = 0
 ITEM_OFFSET = 1  # token = item id + ITEM_OFFSET
@@ -308,6 +308,22 @@ class EvalSet:
             raise DataError(f"target item ids must lie in 0..{seqs.n_items - 1} (negative = no target)")
         exclude = history_matrix(seqs.indptr, seqs.items, np.arange(len(stop)), stop, seqs.n_items)
         return cls(seqs, stop, target_matrix(target, seqs.n_items), exclude)
+
+
+def fit_inputs(train, valid, n_items: int | None, what: str, *, ratings=None,
+               validate: bool = True) -> tuple[Sequences, EvalSet | None]:
+    """What a next-item ``fit`` trains and validates on: a leave-one-out Split (training part
+    seq[:-2], validation seq[-2] given seq[:-2]; `valid` must be None), or a list of item-id arrays
+    with optional `valid` = (histories, one target item per history)."""
+    seqs = as_sequences(train, n_items, ratings, what=what)
+    if is_split(train):
+        if valid is not None:
+            raise ConfigError("a split carries its own validation targets; pass valid=None")
+        return seqs, (EvalSet.build(seqs, *seqs.stage("valid")) if validate else None)
+    if valid is not None and validate:
+        vseqs = as_sequences(valid[0], seqs.n_items, what=what)
+        return seqs, EvalSet.build(vseqs, vseqs.lengths, np.asarray(valid[1], dtype=np.int64))
+    return seqs, None
 
 
 def scored_rows(histories, stage: str | None, users, n_items: int, what: str):
