@@ -229,7 +229,9 @@ def run_one(split_path, method: str, spec: Mapping[str, Any], seed: int, out_dir
     ledger = MemoryLedger(memory_dir) if memory_dir is not None else None
     with (ledger.reserve(task, estimate) if ledger else contextlib.nullcontext()), \
             Heartbeat(beat, task) as hb, task_checkpoints(model, checkpoint_dir, f"{method}.seed{seed}"):
+        held = [time.time()]  # wall-clock span the task held its memory (tasks queued one after another)
         model.fit(split["train"], valid if model.wants_validation() else None)
+        held.append(time.time())
     seconds = time.perf_counter() - start
     metrics = test_metrics(model, split)
     out.mkdir(parents=True, exist_ok=True)
@@ -240,7 +242,7 @@ def run_one(split_path, method: str, spec: Mapping[str, Any], seed: int, out_dir
         "config": model.config.to_dict(),
         "test": metrics,
         "train_seconds": seconds,
-        "memory": {"estimate_bytes": int(estimate), "peak_rss_bytes": int(hb.peak)},
+        "memory": {"estimate_bytes": int(estimate), "peak_rss_bytes": int(hb.peak), "held": held},
         "epochs": len(getattr(model, "history_", [])) or None,
         "best_epoch": getattr(model, "best_epoch_", None),
         "history": getattr(model, "history_", []),

@@ -88,3 +88,23 @@ def test_a_task_that_cannot_fit_in_memory_stops_in_start_with_one_line(metaflow_
         log = running.run["start"].task.stderr
     assert "tail task ease: needs about" in log and "this machine grants 0.2 GB" in log and "--max-workers 1" in log
     assert not list(tmp_path.rglob("result.json"))  # nothing trained, nothing written
+
+
+def test_tasks_that_fit_only_one_at_a_time_queue_and_finish(metaflow_env, tmp_path):
+    """The limit holds one task's estimate but not two: with --max-workers 2 the start step says
+    so, the tasks wait for each other in the run's memory ledger, and both finish."""
+    from recsys.data import make_synthetic
+    from recsys.models.base import BASE_PROCESS_BYTES
+
+    path = tmp_path / "tiny.csv"
+    make_synthetic(n_users=300, n_items=150, seed=4).df.to_csv(path, index=False)
+    cfg = {**TINY, "seeds": [0], "threshold": None, "dataset": {"path": str(path)}}
+    limit = int(BASE_PROCESS_BYTES * 1.5)  # each task's estimate is the interpreter plus a few MB
+    run = run_flow(FLOW, {**metaflow_env, "RECSYS_MEMORY_LIMIT": str(limit)}, tmp_path,
+                   yaml.safe_dump(cfg, sort_keys=False), dataset="csv", methods="ease,ipw")
+    assert "ease, ipw fit only one at a time: those tasks will queue" in run["start"].task.stdout
+    results = run["end"].task["results"].data
+    assert sorted(results) == ["ease/seed0", "ipw/seed0"]
+    (a0, a1), (b0, b1) = sorted(r["memory"]["held"] for r in results.values())
+    assert a1 <= b0  # the second task trained only after the first had finished
+    assert all(r["memory"]["estimate_bytes"] <= limit < 2 * r["memory"]["estimate_bytes"] for r in results.values())
