@@ -198,7 +198,19 @@ def memory_plan(split_path, specs: Mapping[str, Mapping[str, Any]], *, limit: in
     lone = [m for m, b in out.items() if len(big) > 1 and b + big[1 if b == big[0] else 0] > limit]
     log("memory per task (estimated): " + ", ".join(f"{m} {fmt(b)}" for m, b in out.items())
         + f"; limit {fmt(limit)}" + (f"; {', '.join(lone)} fit only one at a time: those tasks will queue" if lone else ""))
+    need = cloud_memory_mb(max(out.values()))
+    if need > DECLARED_MEMORY_MB:
+        log(f"cloud runs: the train step declares @resources(memory={DECLARED_MEMORY_MB}); this split needs about "
+            f"{need} MB per task: add --with kubernetes:memory={need} (or batch:memory={need})")
     return out
+
+
+DECLARED_MEMORY_MB = 16000  # flows/tail_flow.py's @resources(memory=...) on the train step
+
+
+def cloud_memory_mb(estimate_bytes: int) -> int:
+    """A container size for a task estimated at `estimate_bytes`: 15 % headroom, in MB."""
+    return int(math.ceil(estimate_bytes * 1.15 / 1e6))
 
 
 def run_one(split_path, method: str, spec: Mapping[str, Any], seed: int, out_dir, *, device: str | None = None,

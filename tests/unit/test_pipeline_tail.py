@@ -88,3 +88,14 @@ def test_test_metrics_match_a_hand_computed_case_and_refuse_small_catalogues():
     small = strong_generalization(make_synthetic(n_users=300, n_items=60, seed=2).df, n_heldout_users=50, seed=0)
     with pytest.raises(ConfigError, match="only .* items"):
         tail.test_metrics(MostPopular(device="cpu").fit(small["train"]), small)
+
+
+def test_cloud_memory_advice_matches_the_flows_declared_resources():
+    import re
+
+    from tests.conftest import REPO
+
+    assert tail.cloud_memory_mb(int(6.0 * 2**30)) == 7409  # 15 % headroom, in MB (10^6 bytes)
+    text = (REPO / "flows" / "tail_flow.py").read_text()
+    declared = re.search(r"@resources\(gpu=1, memory=(\d+)", text.split("def train")[0].rsplit("@retry", 1)[1])
+    assert declared and int(declared.group(1)) == tail.DECLARED_MEMORY_MB
