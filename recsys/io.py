@@ -49,10 +49,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp)
     try:
-        yield tmp
-        if tmp.exists():
-            os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
+        try:
+            yield tmp
+            if tmp.exists():
+                os.chmod(tmp, _FILE_MODE)
+            os.replace(tmp, path)
+        except OSError as err:  # disk full, quota, I/O error: nothing is published, say where
+            raise OutputError(f"writing {path} failed: {err.strerror or err}; nothing was written there "
+                              f"(free space or choose another folder: --output-dir, or RECSYS_OUTPUT_DIR)") from None
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -209,12 +209,17 @@ class Model:
         }
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write config and learned state to one file, atomically (a reader never sees half a file)."""
+        """Write config and learned state to one file, atomically (a reader never sees half a file),
+        and its sha256 to ``<path>.sha256`` (checked by :meth:`load`: a corrupted file is detected)."""
+        from recsys.io import sha256_file
+
         self._check_fitted()
         payload = self._payload()
         path = Path(path)
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
+        with atomic_path(_digest_path(path)) as tmp:
+            tmp.write_text(sha256_file(path) + "\n")
         return path
 
     @classmethod
@@ -223,6 +228,13 @@ class Model:
         path = Path(path)
         if not path.is_file():
             raise DataError(f"no saved model at {path}")
+        digest = _digest_path(path)
+        if digest.is_file():  # files saved before the sidecar existed load unchecked
+            from recsys.io import sha256_file
+
+            if digest.read_text().strip() != sha256_file(path):
+                raise DataError(f"checksum mismatch for {path}: the model file was modified or corrupted after it "
+                                f"was saved ({digest.name} disagrees); save or train the model again")
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # truncated / not a torch file
@@ -234,6 +246,10 @@ class Model:
         if not isinstance(model, cls):
             raise ConfigError(f"{path} holds a {payload['model']!r} model, not a {cls.__name__}")
         return model
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
 
 
 def _from_payload(payload: Mapping[str, Any], device: str | None) -> Model:

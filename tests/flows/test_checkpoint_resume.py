@@ -204,3 +204,25 @@ def test_flow_support_goes_into_the_code_package(metaflow_env, tmp_path):
                          env={**os.environ, **metaflow_env}, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert str(REPO / "flows" / "flow_support.py") in out.stdout + out.stderr
+
+
+def test_two_runs_of_one_flow_at_once_write_separate_run_folders_and_both_finish(metaflow_env, tmp_path):
+    """Two users (or a schedule and a user) starting the same flow together: each run gets its own
+    run folder under the output root, neither overwrites the other, both end successfully."""
+    import subprocess
+    import sys
+
+    from recsys.data import make_synthetic
+
+    data = tmp_path / "tiny.csv"
+    make_synthetic(n_users=150, n_items=60, seed=3).df.to_csv(data, index=False)
+    cmd = [sys.executable, str(REPO / "flows" / "pretrain_flow.py"), "--no-pylint", "run", "--dataset", "csv",
+           "--data-path", str(data), "--protocol", "random_split", "--models", "mostpop,ease", "--max-workers", "1"]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, env={**os.environ, **metaflow_env}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    runs = sorted((tmp_path / "outputs" / "pretrain" / "csv" / "random_split").iterdir())
+    assert len(runs) == 2
+    for run in runs:
+        assert (run / "results.json").is_file() and (run / "ease" / "model.pt.sha256").is_file()
