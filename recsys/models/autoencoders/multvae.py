@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from recsys.errors import ConfigError, DataError
 from recsys.models.base import IterativeConfig, IterativeModel, ItemScorer, check_fit_inputs
 from recsys.checks import check_bool, check_float, check_int
+from recsys.training import distributed
 from recsys.training.batches import SparseRows, as_csr, iterate_rows
 from recsys.training.loop import Job
 from recsys.training.seed import seed_everything
@@ -275,21 +276,31 @@ class MultVAE(IterativeModel, ItemScorer):
         counters = {"update_count": 0}
         k = min(c.eval_k, self.n_items_)
 
+        _, world = distributed.rank_and_world()
+
         def epoch_fn(epoch: int) -> dict:
             net.train()
             total = torch.zeros((), device=self.device)
             beta = self.beta(counters["update_count"])
-            for _, rows in iterate_rows(train, c.batch_size, self.device, shuffle=True, rng=rng):
+            for idx, rows in iterate_rows(train, c.batch_size, self.device, shuffle=True, rng=rng):
                 beta = self.beta(counters["update_count"])
+                share = 1.0
+                if world > 1:  # data parallel: this rank's rows of the global batch (recsys.training.distributed)
+                    mine = distributed.my_rows(idx)
+                    share = len(mine) / len(idx)
+                    rows = SparseRows.from_csr(train[mine], self.device)
                 logits, mu, logvar = net(rows)
                 loss, _, _ = vae_loss(logits, rows, mu, logvar, beta)
+                loss = loss * share  # the ranks' losses sum to the global batch's mean loss
                 if l2_reg:
-                    loss = loss + l2_reg * sum(w.pow(2).sum() for w in net.weight_matrices())
+                    loss = loss + (l2_reg / world) * sum(w.pow(2).sum() for w in net.weight_matrices())
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                distributed.all_reduce_grads(net.parameters())
                 optimizer.step()
                 counters["update_count"] += 1
-                total += loss.detach() * rows.shape[0]  # detached: no autograd graph outlives its batch
+                total += loss.detach() * len(idx)  # detached: no autograd graph outlives its batch
+            distributed.all_reduce_sum(total)
             return {"loss": float(total) / train.shape[0], "beta": beta}  # float(): includes a device sync
 
         def validate_fn(epoch: int):

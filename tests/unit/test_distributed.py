@@ -1,0 +1,49 @@
+"""Data-parallel training: 2 gloo processes give the 1-process model (Mult-DAE without dropout:
+the same gradients up to float summation order), and Mult-VAE's loss curve within noise."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recsys.data.synthetic import make_synthetic
+from recsys.models.registry import build
+from recsys.protocols import strong_generalization
+from recsys.training import distributed
+
+
+def _train():
+    split = strong_generalization(make_synthetic(n_users=400, n_items=120, seed=2).df, n_heldout_users=50, seed=1)
+    return split["train"], (split["valid_fold_in"], split["valid_holdout"])
+
+
+def fit_losses(name: str, config: dict) -> dict:
+    """Fit on the synthetic split; the loss curve and the validation NDCG (picklable, for spawn)."""
+    train, valid = _train()
+    model = build(name, **config).fit(train, valid)
+    return {"loss": [h["loss"] for h in model.history_], "ndcg": [h["ndcg@100"] for h in model.history_],
+            "world": distributed.rank_and_world()[1]}
+
+
+DAE = dict(epochs=3, batch_size=64, dropout=0.0, patience=None, progress="off", seed=0, enc_dims=[32])
+VAE = dict(epochs=4, batch_size=64, patience=None, progress="off", seed=0, enc_dims=[64, 16], total_anneal_steps=20)
+
+
+def test_two_gloo_processes_give_the_one_process_model_without_noise():
+    one = fit_losses("multdae", DAE)
+    two = distributed.spawn(fit_losses, 2, "multdae", DAE)
+    assert one["world"] == 1 and two["world"] == 2
+    np.testing.assert_allclose(two["loss"], one["loss"], rtol=1e-5)
+    np.testing.assert_allclose(two["ndcg"], one["ndcg"], atol=1e-4)
+
+
+def test_two_gloo_processes_follow_the_vae_loss_curve_within_its_noise():
+    one = fit_losses("multvae", VAE)
+    two = distributed.spawn(fit_losses, 2, "multvae", VAE)
+    np.testing.assert_allclose(two["loss"], one["loss"], rtol=0.03)  # each rank draws its own dropout / noise
+    assert two["loss"][-1] < two["loss"][0]
+
+
+def test_outside_a_process_group_every_row_is_this_ranks():
+    idx = np.arange(10)
+    assert distributed.rank_and_world() == (0, 1) and (distributed.my_rows(idx) == idx).all()
