@@ -47,3 +47,25 @@ def test_two_gloo_processes_follow_the_vae_loss_curve_within_its_noise():
 def test_outside_a_process_group_every_row_is_this_ranks():
     idx = np.arange(10)
     assert distributed.rank_and_world() == (0, 1) and (distributed.my_rows(idx) == idx).all()
+
+
+def test_torchrun_entry_point_with_two_processes_matches_one(tmp_path):
+    """``torchrun --nproc_per_node 2 -m recsys.training.ddp_fit`` (what metaflow-torchrun runs on
+    each node) against the same entry point in one process."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    train_split = strong_generalization(make_synthetic(n_users=400, n_items=120, seed=2).df, n_heldout_users=50,
+                                        seed=1).save(tmp_path / "split")
+    config = json.dumps(DAE)
+    base = ["-m", "recsys.training.ddp_fit", "--split", str(train_split), "--model", "multdae", "--config", config]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, *base, "--out", str(tmp_path / "one")], check=True, env=env, timeout=300)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *base,
+                    "--out", str(tmp_path / "two")], check=True, env=env, timeout=300, capture_output=True)
+    one, two = (json.loads((tmp_path / d / "result.json").read_text()) for d in ("one", "two"))
+    assert one["world_size"] == 1 and two["world_size"] == 2 and two["backend"] == "gloo"
+    np.testing.assert_allclose([h["loss"] for h in two["history"]], [h["loss"] for h in one["history"]], rtol=1e-5)
+    assert (tmp_path / "two" / "model.pt.sha256").is_file()
