@@ -93,15 +93,19 @@ class EarlyStopping:
         """Record one epoch's `value`; snapshot `state` if it is the best. Returns True when it is."""
         value = float(value)
         if self.improved(value):
-            # in place where the structure matches: a fresh copy would hold two best states at once
-            # (for the tail learner's I x I weights, 2 GB each at 23k items)
-            if not _copy_into(self.best_state, state):
-                self.best_state = snapshot(state)
+            self._keep(state, epoch)
             self.best_value, self.best_epoch = value, epoch
             self.bad_epochs = 0
             return True
         self.bad_epochs += 1
         return False
+
+    def _keep(self, state: Any, epoch: int) -> None:
+        """Hold `state` as the best one."""
+        # in place where the structure matches: a fresh copy would hold two best states at once
+        # (for the tail learner's I x I weights, 2 GB each at 23k items)
+        if not _copy_into(self.best_state, state):
+            self.best_state = snapshot(state)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a checkpoint needs to resume the stopper (the best state is copied)."""
@@ -141,18 +145,12 @@ class SpilledEarlyStopping(EarlyStopping):
         self.folder = Path(folder if folder is not None else self._tmp.name)
         self.folder.mkdir(parents=True, exist_ok=True)
 
-    def update(self, value: float, state: Any, epoch: int) -> bool:
-        value = float(value)
-        if not self.improved(value):
-            self.bad_epochs += 1
-            return False
+    def _keep(self, state: Any, epoch: int) -> None:
         self.best_state = self._write(state, self.folder / f"best-e{epoch:06d}.bin")
-        self.best_value, self.best_epoch, self.bad_epochs = value, epoch, 0
         keep = sorted(self.folder.glob("best-e*.bin"))[-2:]
         for old in self.folder.glob("best-e*.bin"):
             if old not in keep:
                 old.unlink(missing_ok=True)
-        return True
 
     def _write(self, state: Mapping[str, Any], path: Path) -> dict:
         from recsys.io import atomic_path
@@ -194,11 +192,7 @@ class SpilledEarlyStopping(EarlyStopping):
             raise DataError(f"checksum mismatch for {path}: the best weights were modified or corrupted after "
                             f"they were written; train again (delete the checkpoint folder {path.parent})")
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"best_value": self.best_value, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
-                "best_state": self.best_state}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:  # the state names a file: no snapshot
         self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
         self.bad_epochs, self.best_state = state["bad_epochs"], state["best_state"]
         if self.best_state is not None and not Path(self.best_state["__spilled__"]).is_file():
