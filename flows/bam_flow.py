@@ -54,9 +54,9 @@ class BamFlow(FlowSpec):
         from recsys.pipeline.preprocess import check_request
 
         check_request(self.dataset, bam.PROTOCOL)
-        from recsys.pipeline.settings import data_options, deep_merge
+        from recsys.pipeline.settings import with_data_options
 
-        override = deep_merge(dict(self.cfg), {"dataset": data_options(self.data_path, self.columns, self.sep)})
+        override = with_data_options(self.cfg, self.data_path, self.columns, self.sep)
         self.settings = bam.load_settings(self.dataset, override)
         self.specs = bam.task_specs(self.settings, self.model or None, self.selection or None, tau=self.T,
                                     linear_size=self.linear_size,
@@ -116,14 +116,13 @@ class BamFlow(FlowSpec):
         """Expose ``results`` (per model/selection), ``baselines`` and ``rows`` (the table)."""
         from recsys.pipeline import bam
 
-        from recsys.pipeline.report import print_report, write_report
+        from recsys.pipeline.report import publish
 
-        files = write_report(self.run_dir, title=f"{self.dataset}: multi-interest stage (BaM, leave_one_out)",
-                             headers=bam.table(self.rows)[0], cells=bam.table(self.rows)[1],
-                             intro="Test Recall / NDCG, entropies of interest use (nats), steps.",
-                             results={"rows": self.rows, "runs": self.results, "baselines": self.baselines},
-                             png=bam.usage_plot_png(self.results))
-        print_report(bam.format_table(self.rows), files)
+        headers, cells = bam.table(self.rows)
+        publish(self.run_dir, title=f"{self.dataset}: multi-interest stage (BaM, leave_one_out)",
+                headers=headers, cells=cells, intro="Test Recall / NDCG, entropies of interest use (nats), steps.",
+                results={"rows": self.rows, "runs": self.results, "baselines": self.baselines},
+                png=bam.usage_plot_png(self.results))
 
 
 if __name__ == "__main__":

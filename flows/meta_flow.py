@@ -49,9 +49,9 @@ class MetaFlow(FlowSpec):
         from recsys.pipeline.preprocess import check_request
 
         check_request(self.dataset, "user_split")
-        from recsys.pipeline.settings import data_options, deep_merge
+        from recsys.pipeline.settings import with_data_options
 
-        override = deep_merge(dict(self.cfg), {"dataset": data_options(self.data_path, self.columns, self.sep)})
+        override = with_data_options(self.cfg, self.data_path, self.columns, self.sep)
         self.settings = meta.load_settings(self.dataset, override)
         self.specs = meta.run_specs(self.settings, self.backbones or None, self.methods or None,
                                     self.pretrained or None)
@@ -108,14 +108,13 @@ class MetaFlow(FlowSpec):
             f"last-rating errors."))
         headers, cells = meta.table(self.rows)
         current.card.append(Table(cells, headers=headers))
-        current.card.append(Image(meta.per_rating_plot_png(self.rows, s)))
-        from recsys.pipeline.report import print_report, write_report
+        png = meta.per_rating_plot_png(self.rows, s)
+        current.card.append(Image(png))
+        from recsys.pipeline.report import publish
 
-        files = write_report(self.run_dir, title=f"{self.dataset}: meta stage (cold-start rating prediction)",
-                             headers=headers, cells=cells, intro=f"Ratings: {meta.rating_table(s)}",
-                             results={"rows": self.rows, "runs": self.results, "stats": s},
-                             png=meta.per_rating_plot_png(self.rows, s))
-        print_report(meta.format_table(self.rows), files)
+        publish(self.run_dir, title=f"{self.dataset}: meta stage (cold-start rating prediction)",
+                headers=headers, cells=cells, intro=f"Ratings: {meta.rating_table(s)}",
+                results={"rows": self.rows, "runs": self.results, "stats": s}, png=png)
 
 
 if __name__ == "__main__":

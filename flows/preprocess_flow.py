@@ -44,11 +44,10 @@ class PreprocessFlow(FlowSpec):
         from recsys.pipeline.preprocess import check_request, resolve_settings
 
         check_request(self.dataset, self.protocol)
-        from recsys.pipeline.settings import data_options, deep_merge
+        from recsys.pipeline.settings import with_data_options
 
         self.settings = resolve_settings(dict(self.cfg), self.dataset, self.protocol)
-        self.settings["dataset"] = deep_merge(self.settings.get("dataset") or {},
-                                              data_options(self.data_path, self.columns, self.sep))
+        self.settings = with_data_options(self.settings, self.data_path, self.columns, self.sep)
         self.next(self.split)
 
     @card(type="blank", id="stats")
@@ -73,9 +72,16 @@ class PreprocessFlow(FlowSpec):
         self.split_path = os.path.abspath(prepared.path)
         self.split_sha256 = prepared.sha256
         self.stats = prepared.stats
+        from recsys.pipeline.report import write_report
+
+        cells, png = pp.stats_table(self.stats), pp.degree_plot_png(prepared.split, f"{self.dataset}, {self.protocol}")
         current.card.append(Markdown(f"# {self.dataset} / {self.protocol}"))
-        current.card.append(Table(pp.stats_table(self.stats), headers=["statistic", "value"]))
-        current.card.append(Image(pp.degree_plot_png(prepared.split, f"{self.dataset}, {self.protocol}")))
+        current.card.append(Table(cells, headers=["statistic", "value"]))
+        current.card.append(Image(png))
+        # beside the split folder, not in it: the split's digest covers its own files only
+        self.report_files = {k: str(v) for k, v in write_report(
+            f"{self.split_path}-report", title=f"{self.dataset} / {self.protocol}: split statistics",
+            headers=["statistic", "value"], cells=cells, results=self.stats, png=png).items()}
         self.next(self.end)
 
     @step
@@ -86,14 +92,10 @@ class PreprocessFlow(FlowSpec):
               f"{s['n_interactions']:,} interactions")
         print(f"split saved to {self.split_path}")
         from recsys.pipeline import preprocess as pp
-        from recsys.pipeline.report import print_report, text_table, write_report
-        from recsys.protocols import Split
+        from recsys.pipeline.report import print_files, text_table
 
-        cells = pp.stats_table(s)
-        files = write_report(f"{self.split_path}-report", title=f"{self.dataset} / {self.protocol}: split statistics",
-                             headers=["statistic", "value"], cells=cells, results=s,
-                             png=pp.degree_plot_png(Split.load(self.split_path), f"{self.dataset}, {self.protocol}"))
-        print_report(text_table(["statistic", "value"], cells), files)
+        print(text_table(["statistic", "value"], pp.stats_table(s)))
+        print_files(self.report_files)
 
 
 if __name__ == "__main__":

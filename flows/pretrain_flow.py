@@ -47,12 +47,11 @@ class PretrainFlow(FlowSpec):
         from recsys.pipeline import pretrain as pt
         from recsys.pipeline.preprocess import check_request
 
-        from recsys.pipeline.settings import data_options, deep_merge
+        from recsys.pipeline.settings import with_data_options
 
         settings = pt.load_settings(self.dataset, dict(self.cfg))
         self.section = pt.protocol_settings(settings, self.protocol or None, self.models or None)
-        self.section["dataset"] = deep_merge(self.section.get("dataset") or {},
-                                             data_options(self.data_path, self.columns, self.sep))
+        self.section = with_data_options(self.section, self.data_path, self.columns, self.sep)
         check_request(self.dataset, self.section["protocol"])
         self.run_dir = os.path.abspath(self.output_dir or str(
             pt.default_run_dir(self.dataset, self.section["protocol"], current.run_id)))
@@ -110,14 +109,12 @@ class PretrainFlow(FlowSpec):
         """Expose ``results`` (per model: test metrics, validation curve, epochs, seconds, files)."""
         from recsys.pipeline import pretrain as pt
 
-        from recsys.pipeline.report import dict_rows_table, print_report, write_report
+        from recsys.pipeline.report import dict_rows_table, publish
 
-        rows = pt.comparison(self.results)
-        files = write_report(self.run_dir, title=f"{self.dataset}: pretraining ({self.section['protocol']})",
-                             intro="Test metrics per model, epochs and training seconds.",
-                             headers=dict_rows_table(rows)[0], cells=dict_rows_table(rows)[1],
-                             results=self.results, png=pt.curves_png(self.results))
-        print_report(pt.format_table(rows, self.section["protocol"]), files)
+        headers, cells = dict_rows_table(pt.comparison(self.results))
+        publish(self.run_dir, title=f"{self.dataset}: pretraining ({self.section['protocol']})",
+                intro="Test metrics per model, epochs and training seconds.",
+                headers=headers, cells=cells, results=self.results, png=pt.curves_png(self.results))
 
 
 if __name__ == "__main__":

@@ -51,9 +51,9 @@ class TailFlow(FlowSpec):
         from recsys.pipeline.preprocess import check_request
 
         check_request(self.dataset, "strong_generalization")
-        from recsys.pipeline.settings import data_options, deep_merge
+        from recsys.pipeline.settings import with_data_options
 
-        override = deep_merge(dict(self.cfg), {"dataset": data_options(self.data_path, self.columns, self.sep)})
+        override = with_data_options(self.cfg, self.data_path, self.columns, self.sep)
         self.settings = tail.load_settings(self.dataset, override)
         self.specs = tail.method_configs(self.settings, self.methods or None, self.param_string or None)
         self.seed_list = tail.parse_seeds(self.seeds or self.settings.get("seeds", [0]))
@@ -108,13 +108,12 @@ class TailFlow(FlowSpec):
         """Expose ``results`` (per method/seed run) and ``rows`` (per method, mean and std)."""
         from recsys.pipeline import tail
 
-        from recsys.pipeline.report import print_report, write_report
+        from recsys.pipeline.report import publish
 
-        files = write_report(self.run_dir, title=f"{self.dataset}: tail stage", headers=tail.table(self.rows)[0],
-                             cells=tail.table(self.rows)[1], intro="Mean ± std over seeds per method.",
-                             results={"rows": self.rows, "runs": self.results},
-                             png=tail.coverage_plot_png(self.rows))
-        print_report(tail.format_table(self.rows), files)
+        headers, cells = tail.table(self.rows)
+        publish(self.run_dir, title=f"{self.dataset}: tail stage", headers=headers, cells=cells,
+                intro="Mean ± std over seeds per method.", results={"rows": self.rows, "runs": self.results},
+                png=tail.coverage_plot_png(self.rows))
 
 
 if __name__ == "__main__":

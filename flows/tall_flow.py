@@ -49,9 +49,9 @@ class TallFlow(FlowSpec):
         from recsys.pipeline import local as lc
         from recsys.pipeline.preprocess import check_request
 
-        from recsys.pipeline.settings import data_options, deep_merge
+        from recsys.pipeline.settings import with_data_options
 
-        override = deep_merge(dict(self.cfg), {"dataset": data_options(self.data_path, self.columns, self.sep)})
+        override = with_data_options(self.cfg, self.data_path, self.columns, self.sep)
         if self.shards:
             override["shards"] = self.shards
         self.settings = lc.select_methods(lc.load_settings(self.dataset, override), self.methods or None)
@@ -128,14 +128,12 @@ class TallFlow(FlowSpec):
         """Expose ``results``: per method the test P / R / NDCG @ {1, 5, 10, 20} and NDCG@20 per group."""
         from recsys.pipeline import local as lc
 
-        from recsys.pipeline.report import dict_rows_table, print_report, write_report
+        from recsys.pipeline.report import dict_rows_table, publish
 
-        rows = lc.group_table(self.results)
-        files = write_report(self.run_dir, title=f"{self.dataset}: local / mixture-of-experts stage (random_split)",
-                             intro="Test NDCG@20 overall and per mainstream group (low -> high), training seconds.",
-                             headers=dict_rows_table(rows)[0], cells=dict_rows_table(rows)[1],
-                             results=self.results, png=lc.group_plot_png(self.results))
-        print_report(lc.format_table(rows), files)
+        headers, cells = dict_rows_table(lc.group_table(self.results))
+        publish(self.run_dir, title=f"{self.dataset}: local / mixture-of-experts stage (random_split)",
+                intro="Test NDCG@20 overall and per mainstream group (low -> high), training seconds.",
+                headers=headers, cells=cells, results=self.results, png=lc.group_plot_png(self.results))
         print(f"models and splits under {self.run_dir}")
 
 

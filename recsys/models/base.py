@@ -252,6 +252,11 @@ def _digest_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
+def saved_sha256(path: str | os.PathLike) -> str:
+    """The sha256 :meth:`Model.save` recorded beside the model file at `path`."""
+    return _digest_path(Path(path)).read_text().strip()
+
+
 def _from_payload(payload: Mapping[str, Any], device: str | None) -> Model:
     from recsys.models.registry import get_model
 

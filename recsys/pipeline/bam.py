@@ -28,7 +28,7 @@ import numpy as np
 
 from recsys.checks import unknown_key_error
 from recsys.errors import ConfigError
-from recsys.io import sha256_file, write_json
+from recsys.pipeline.report import write_task_result
 from recsys.pipeline.preprocess import default_output_root, figure_png
 from recsys.pipeline.settings import comma_list, load_stage_settings
 
@@ -224,13 +224,7 @@ def run_task(split_path, key: str, spec: Mapping[str, Any], out_dir, *, device: 
         "history": model.history_, "device": str(model.device), "protocol": _protocol(split),
         "definitions": DEFINITIONS, "torch": torch.__version__,
     }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if save_model:
-        path = model.save(out / "model.pt")
-        result["files"] = {"model": {"path": str(path), "sha256": sha256_file(path)}}
-    write_json(out / "result.json", result)
-    return result
+    return write_task_result(out_dir, result, model if save_model else None)
 
 
 def table_rows(results: Mapping[str, Mapping[str, Any]], baselines: Mapping[str, Mapping[str, Any]] | None = None

@@ -28,7 +28,7 @@ import numpy as np
 
 from recsys.checks import unknown_key_error
 from recsys.errors import ConfigError, DataError
-from recsys.io import sha256_file, write_json
+from recsys.pipeline.report import write_task_result
 from recsys.pipeline.checkpoints import task_checkpoints
 from recsys.pipeline.preprocess import default_output_root, figure_png
 from recsys.pipeline.settings import comma_list, load_stage_settings
@@ -242,8 +242,6 @@ def run_one(split_path, key: str, spec: Mapping[str, Any], seed: int, out_dir, *
     test = model.evaluate(split, "test")
     valid = model.evaluate(split, "valid")
     eval_seconds = time.perf_counter() - t0
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     c = model.config
     result = {
         "key": key, "backbone": spec["backbone"], "method": spec["method"], "model": spec["model"], "seed": int(seed),
@@ -266,11 +264,7 @@ def run_one(split_path, key: str, spec: Mapping[str, Any], seed: int, out_dir, *
         "definitions": DEFINITIONS,
         "torch": torch.__version__,
     }
-    if save_model:
-        path = model.save(out / "model.pt")
-        result["files"] = {"model": {"path": str(path), "sha256": sha256_file(path)}}
-    write_json(out / "result.json", result)
-    return result
+    return write_task_result(out_dir, result, model if save_model else None)
 
 
 # ---- tables and plots -------------------------------------------------------------------------------

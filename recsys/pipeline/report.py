@@ -61,6 +61,21 @@ def _html(title: str, intro: str, headers: Sequence[str], cells: Sequence[Sequen
             "</body></html>\n")
 
 
+def write_task_result(out_dir: str | Path, result: dict, model=None) -> dict:
+    """A training task's files: ``model.pt`` (when `model` is given; its path and sha256 go into
+    ``result["files"]``) and ``result.json``, each atomically; returns `result`."""
+    from recsys.io import write_json
+    from recsys.models.base import saved_sha256
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if model is not None:
+        path = model.save(out / "model.pt")
+        result["files"] = {"model": {"path": str(path), "sha256": saved_sha256(path)}}
+    write_json(out / "result.json", result)
+    return result
+
+
 def write_report(run_dir: str | Path, *, title: str, headers: Sequence[str], cells: Sequence[Sequence[Any]],
                  results: Any, png: bytes | None = None, intro: str = "") -> dict[str, Path]:
     """``<run_dir>/report.html`` (table + embedded plot), ``plot.png`` (when given) and
@@ -80,8 +95,17 @@ def write_report(run_dir: str | Path, *, title: str, headers: Sequence[str], cel
     return out
 
 
-def print_report(table_text: str, files: Mapping[str, Path]) -> None:
-    """The table, then one line per file written (what ``end`` shows last)."""
-    print(table_text)
+def publish(run_dir: str | Path, *, title: str, headers: Sequence[str], cells: Sequence[Sequence[Any]],
+            results: Any, png: bytes | None = None, intro: str = "") -> dict[str, Path]:
+    """What a flow's ``end`` does: :func:`write_report`, then print the aligned table and one line
+    per file written."""
+    files = write_report(run_dir, title=title, headers=headers, cells=cells, results=results, png=png, intro=intro)
+    print(text_table(headers, cells))
+    print_files(files)
+    return files
+
+
+def print_files(files: Mapping[str, str | Path]) -> None:
+    """One line per file a run wrote, its kind first."""
     for kind, path in files.items():
         print(f"{kind:>4}: {path}")

@@ -62,6 +62,13 @@ def data_options(data_path: str | None = None, columns: str | None = None, sep: 
     return out
 
 
+def with_data_options(settings: Mapping[str, Any] | None, data_path: str | None = None, columns: str | None = None,
+                      sep: str | None = None) -> dict:
+    """`settings` (a flow's ``--config``, a notebook's overrides, a resolved stage section) with the
+    loader options of ``--data-path / --columns / --sep`` merged under ``dataset:``."""
+    return deep_merge(dict(settings or {}), {"dataset": data_options(data_path, columns, sep)})
+
+
 def stage_params_file(prefix: str, dataset: str, log=print, override: Mapping[str, Any] | None = None,
                       section: str = "methods") -> Path:
     """``<params>/<prefix>_<dataset>.yaml``, or the stage's default profile

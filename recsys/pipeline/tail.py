@@ -27,7 +27,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from recsys.errors import ConfigError
-from recsys.io import sha256_file, write_json
+from recsys.pipeline.report import write_task_result
 from recsys.models.tail.learner import METHODS as LEARNER_METHODS  # the SGD-trained linear learner
 from recsys.pipeline.checkpoints import task_checkpoints
 from recsys.training.memory import Heartbeat, MemoryLedger, last_heartbeat
@@ -246,7 +246,6 @@ def run_one(split_path, method: str, spec: Mapping[str, Any], seed: int, out_dir
         held.append(time.time())
     seconds = time.perf_counter() - start
     metrics = test_metrics(model, split)
-    out.mkdir(parents=True, exist_ok=True)
     result = {
         "method": method,
         "model": spec["model"],
@@ -264,11 +263,7 @@ def run_one(split_path, method: str, spec: Mapping[str, Any], seed: int, out_dir
         "definitions": DEFINITIONS,
         "torch": torch.__version__,
     }
-    if save_model:
-        path = model.save(out / "model.pt")
-        result["files"] = {"model": {"path": str(path), "sha256": sha256_file(path)}}
-    write_json(out / "result.json", result)
-    return result
+    return write_task_result(out, result, model if save_model else None)
 
 
 def aggregate(results: Mapping[tuple[str, int], Mapping[str, Any]]) -> list[dict]:
