@@ -116,6 +116,21 @@ def test_sampled_softmax_log_q_cancels_and_accidental_hits_are_removed():
     assert loss.item() == pytest.approx(math.log(math.exp(2) + math.exp(1) + math.exp(0.5)) - 2, rel=1e-6)
 
 
+def test_accidental_hits_kept_only_with_the_upstream_switch(split, monkeypatch):
+    """Upstream's sampler keeps a negative equal to the positive; ours removes it. With every
+    negative forced to be the row's positive, ours leaves only the positive (loss 0 before the
+    multi-interest term), upstream's counts it N + 1 times (loss ln(N + 1))."""
+    for upstream, expected in ((False, 0.0), (True, math.log(TINY["n_negatives"] + 1))):
+        m = build("comirec", **{**TINY, "epochs": 1, "accidental_hits_upstream": upstream}).fit(split, validate=False)
+        target = torch.full((8,), 5)
+        tokens = torch.zeros((8, TINY["seq_len"]), dtype=torch.long)
+        tokens[:, -3:] = torch.tensor([1, 2, 3])
+        monkeypatch.setattr(torch, "randint", lambda n, size, device=None: torch.full(size, 5))
+        loss, _ = m.batch_loss(tokens, target)
+        monkeypatch.undo()
+        assert loss.item() == pytest.approx(expected, abs=1e-5)
+
+
 def test_remi_hard_negative_weights():
     pos, neg = torch.tensor([0.5]), torch.tensor([[1.0, -1.0]])
     assert sampled_softmax_loss(pos, neg, n_items=5, beta=0.0).item() == pytest.approx(
@@ -286,6 +301,7 @@ def test_interest_balance_reports_shares_and_entropies(split):
     ({"tau": -1.0}, "tau must be a finite number in [0.0, inf), got -1.0"),
     ({"selection": "l", "linear_size": 0}, "selection='l' (BaM_l) needs linear_size >= 1"),
     ({"history_zero_upstream": 1}, "history_zero_upstream must be True or False"),
+    ({"accidental_hits_upstream": "yes"}, "accidental_hits_upstream must be True or False"),
     ({"monitor": "ndcg@50"}, "monitor must be"),
     ({"n_interest": 4}, "unknown remi config key 'n_interest'. Did you mean 'n_interests'?"),
 ])

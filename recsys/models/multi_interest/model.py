@@ -29,6 +29,11 @@ validation (noisy early stopping).
 items at -inf (never recommended). ``history_zero_upstream=True`` is upstream BaM: history scores are
 set to 0 instead, so a history item still outranks every item with a negative score.
 
+**Negatives**: a sampled negative equal to the row's positive (an accidental hit) is removed from
+that row's softmax. ``accidental_hits_upstream=True`` is upstream BaM: its sampler (per row, without
+replacement, from all items) keeps such hits, so about N / I of the rows (a third on ML-1M) count
+the positive in their own denominator as well -- a weaker, noisier gradient than the loss intends.
+
 **Upstream differences worth knowing** (all switches here are typed: a bool setting given the
 string "False" is refused, whereas BaM's ``argparse type=bool`` reads any non-empty string, "False"
 included, as True -- ``--multi_loss False`` trains *with* the multi-interest loss there):
@@ -118,6 +123,7 @@ class MultiInterestConfig(IterativeConfig):
     valid_users: int = 1000
     valid_resample: bool = False
     history_zero_upstream: bool = False
+    accidental_hits_upstream: bool = False
     eval_ks: tuple[int, ...] = (10, 20)
     monitor: str = "recall@10"
     eval_batch_size: int = 1024
@@ -140,7 +146,7 @@ class MultiInterestConfig(IterativeConfig):
         if self.selection == "l" and self.linear_size < 1:
             raise ConfigError(f"selection='l' (BaM_l) needs linear_size >= 1, got {self.linear_size!r}")
         for name in ("straight_through", "multi_loss", "rr_hard_only", "add_pos", "valid_resample",
-                     "history_zero_upstream"):
+                     "history_zero_upstream", "accidental_hits_upstream"):
             check_bool(name, getattr(self, name))
         check_float("beta", self.beta, 0.0)
         check_float("rr_lambda", self.rr_lambda, 0.0)
@@ -312,11 +318,14 @@ class MultiInterestModel(IterativeModel, InterestModel):
         n_items = self.n_items_
         neg = torch.randint(n_items, (cfg.n_negatives,), device=tokens.device)
         neg_table = net.item_vectors(neg)
+        # Upstream's sampler never removes a negative equal to the row's positive (with 1,280 of
+        # ML-1M's 3,706 items, a third of the rows carry the positive again in the denominator).
+        hits = None if cfg.accidental_hits_upstream else neg
         loss = sampled_softmax_loss((user * pos_vec).sum(-1), user @ neg_table.t(), n_items=n_items,
-                                    neg_items=neg, pos_items=target, beta=cfg.beta).mean()
+                                    neg_items=hits, pos_items=target, beta=cfg.beta).mean()
         if cfg.multi_loss:
             mp, mn = multi_interest_logits(interests, pos_vec, neg_table)
-            loss = loss + sampled_softmax_loss(mp, mn, n_items=n_items, neg_items=neg, pos_items=target,
+            loss = loss + sampled_softmax_loss(mp, mn, n_items=n_items, neg_items=hits, pos_items=target,
                                                beta=cfg.beta).mean()
         if att is not None and self._uses_rr():
             loss = loss + cfg.rr_lambda * routing_regularization(att, tokens, cfg.hidden)
