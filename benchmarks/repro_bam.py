@@ -10,8 +10,8 @@ time budget), written to ``benchmarks/results/bam_<dataset>.json``.
 Settings: ``params/bam_<dataset>.yaml`` (split, per-model / per-selection training settings; ML-1M:
 all 1,000,209 interactions, no k-core). ``--switches upstream`` turns BaM's own behaviours on
 (history items scored 0 at evaluation, validation users redrawn with replacement at every
-validation, a sampled negative equal to the positive kept in the softmax, a stop after more than 15
-validations without gain); ``ours`` turns them off (history excluded, one fixed seeded validation set). Every
+validation, a sampled negative equal to the positive kept in the softmax, learned positions counted
+from the oldest item of a left-aligned window, a stop after more than 15 validations without gain); ``ours`` turns them off (history excluded, one fixed seeded validation set). Every
 run also reports its test metrics under the other history rule, so each trained model shows both.
 
 Resumable: a run already in the file with the same configuration is skipped; a run killed mid-way
@@ -49,8 +49,9 @@ PUBLISHED = {
 }
 # upstream's loop stops when more than `patience` validations in a row did not improve (16 for its 15)
 SWITCHES = {"upstream": {"history_zero_upstream": True, "valid_resample": True, "accidental_hits_upstream": True,
-                         "patience": 16},
-            "ours": {"history_zero_upstream": False, "valid_resample": False, "accidental_hits_upstream": False}}
+                         "positions_upstream": True, "patience": 16},
+            "ours": {"history_zero_upstream": False, "valid_resample": False, "accidental_hits_upstream": False,
+                     "positions_upstream": False}}
 KEYS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 
 

@@ -49,7 +49,7 @@ DEFINITIONS = {
 }
 _KEYS = {"protocol", "threshold", "params", "dataset", "models", "selections", "seed", "train", "per_model",
          "per_selection", "upstream", "baselines", "device", "balance_k"}
-_UPSTREAM = ("history_zero_upstream", "valid_resample", "accidental_hits_upstream")
+_UPSTREAM = ("history_zero_upstream", "valid_resample", "accidental_hits_upstream", "positions_upstream")
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
@@ -66,7 +66,8 @@ def load_settings(dataset: str, override: Mapping[str, Any] | None = None) -> di
                 steps_per_epoch: 1000, epochs: 1000, patience: 15, valid_users: 1000, tau: 1.0, linear_size: 16}
         per_model: {mind: {seq_len: 100}, remi: {beta: 0.01, rr_lambda: 100.0}}
         per_selection: {hard: {multi_loss: false}, p: {multi_loss: true}, l: {multi_loss: true}}
-        upstream: {history_zero_upstream: false, valid_resample: false, accidental_hits_upstream: false}
+        upstream: {history_zero_upstream: false, valid_resample: false, accidental_hits_upstream: false,
+                   positions_upstream: false}
         baselines: {mostpop: {}}
     """
     settings = load_stage_settings(dataset, "BaM", "bam", PROTOCOL, "BaM's", _KEYS,

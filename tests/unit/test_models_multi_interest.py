@@ -317,3 +317,22 @@ def test_registry_and_defaults():
     assert (r.config.beta, r.config.rr_lambda) == (0.01, 100.0) and (c.config.beta, c.config.rr_lambda) == (0, 0)
     assert (r.config.n_interests, r.config.hidden, r.config.n_negatives, r.config.batch_size) == (4, 64, 1280, 128)
     assert r.config.patience == 15 and r.config.steps_per_epoch == 1000 and r.config.monitor == "recall@10"
+
+
+def test_positions_count_from_the_newest_item_or_from_the_oldest_upstream(split):
+    from recsys.models.multi_interest.networks import positions_from_left, positions_from_right
+
+    tokens = torch.tensor([[0, 0, 7, 8, 9], [1, 2, 3, 4, 5]])
+    assert positions_from_left(tokens).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]]
+    assert positions_from_right(5, 10, torch.device("cpu")).tolist() == [5, 6, 7, 8, 9]
+    enc = ComiRecSAEncoder(4, 2, 10, positions_from_oldest=True)
+    with torch.no_grad():
+        enc.pos.weight.copy_(torch.arange(40.0).view(10, 4))
+    emb = torch.zeros(2, 5, 4)
+    # the same two-item history gets the same logits as its left-aligned twin (upstream's layout)
+    short = torch.tensor([[0, 0, 0, 7, 8]])
+    logits = enc.attention_logits(emb[:1], short)
+    expected = enc.w2(torch.tanh(enc.w1(enc.pos.weight[:2])))  # positions 0, 1
+    torch.testing.assert_close(logits[0, :, 3:], expected.t())
+    m = build("remi", **{**TINY, "positions_upstream": True, "epochs": 1})
+    assert m.fit(split, validate=False).net_.encoder.positions_from_oldest

@@ -46,6 +46,7 @@ from recsys.models.base import IterativeConfig, IterativeModel, ItemScorer, chec
 from recsys.checks import check_bool, check_float, check_int
 from recsys.training import distributed
 from recsys.training.batches import SparseRows, as_csr, iterate_rows
+from recsys.training.sparse_input import bag_matmul
 from recsys.training.loop import Job
 from recsys.training.seed import seed_everything
 
@@ -127,7 +128,8 @@ def beta_at(update_count: int, anneal_cap: float, total_anneal_steps: int) -> fl
 
 
 class SparseLinear(nn.Module):
-    """``x @ W + b`` for sparse rows x, as one ``embedding_bag`` (W is stored [in, out])."""
+    """``x @ W + b`` for sparse rows x, as one ``embedding_bag`` whose backward is one sparse-dense
+    product (W is stored [in, out]; :mod:`recsys.training.sparse_input`)."""
 
     def __init__(self, in_features: int, out_features: int) -> None:
         super().__init__()
@@ -135,8 +137,7 @@ class SparseLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(out_features))
 
     def forward(self, rows: SparseRows, values: Tensor) -> Tensor:
-        out = F.embedding_bag(rows.indices, self.weight, rows.offsets, mode="sum", per_sample_weights=values)
-        return out + self.bias
+        return bag_matmul(self.weight, rows.indices, rows.offsets, values, rows.row_ids) + self.bias
 
 
 class MultVAENet(nn.Module):

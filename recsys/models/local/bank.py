@@ -6,7 +6,8 @@ single-hidden-layer Mult-VAEs. Instead of a Python list of E modules, the weight
 
 * encoder ``w_in [E, I, 2H]`` (mu and logvar halves), ``b_in [E, 2H]``: a sparse product, one
   ``F.embedding_bag`` over the batch's non-zeros for all experts at once (row e * I + i of the
-  flattened weight is item i of expert e);
+  flattened weight is item i of expert e), whose backward is one sparse-dense product
+  (:mod:`recsys.training.sparse_input`);
 * decoder ``w_out [E, H, I]``, ``b_out [E, I]``: one ``torch.baddbmm`` for all experts.
 
 Two input layouts:
@@ -34,6 +35,7 @@ from torch import Tensor, nn
 
 from recsys.errors import DataError
 from recsys.training.batches import SparseRows
+from recsys.training.sparse_input import bag_matmul, transpose_order
 
 
 class ExpertBank(nn.Module):
@@ -97,23 +99,37 @@ class ExpertBank(nn.Module):
         """(mu, logvar), each [E, B, H]; see the module docstring for `grouped`."""
         E, I, H2 = self.n_experts, self.n_items, 2 * self.hidden
         values = rows.l2_normalised_values()
+        weight = self.w_in.view(E * I, H2)
         if grouped:
             if rows.shape[0] % E:
                 raise DataError(f"grouped input needs a multiple of {E} rows, got {rows.shape[0]}")
             b = rows.shape[0] // E
             flat_idx = (rows.row_ids // b) * I + rows.indices
             offsets, vals = rows.offsets, values
+            if self.training and self.dropout > 0:
+                vals = F.dropout(vals, self.dropout, True)
+            h = bag_matmul(weight, flat_idx, offsets, vals, rows.row_ids)
         else:
             # every expert reads the batch's rows (and, with dropout, draws its own mask, as E
             # separate modules would): E bags per row, over the flattened [E * I, 2H] weight
-            nnz = rows.indices.numel()
+            nnz, B = rows.indices.numel(), rows.shape[0]
             experts = torch.arange(E, device=rows.device)
             flat_idx = (experts[:, None] * I + rows.indices[None, :]).reshape(-1)
             offsets = (rows.offsets[None, :] + experts[:, None] * nnz).reshape(-1)
             vals = values.repeat(E)
-        if self.training and self.dropout > 0:
-            vals = F.dropout(vals, self.dropout, True)
-        h = F.embedding_bag(flat_idx, self.w_in.view(E * I, H2), offsets, mode="sum", per_sample_weights=vals)
+            if self.training and self.dropout > 0:
+                vals = F.dropout(vals, self.dropout, True)
+            transpose = None
+            if torch.is_grad_enabled() and self.w_in.requires_grad:
+                # Aᵀ is block-diagonal with E copies of the batch's transpose: sort nnz, not E x nnz
+                crow, order = transpose_order(rows.indices, I)
+                col = rows.row_ids[order]
+                t_crow = torch.cat([(crow[:-1][None, :] + experts[:, None] * nnz).reshape(-1),
+                                    crow.new_full((1,), E * nnz)])
+                t_col = (col[None, :] + experts[:, None] * B).reshape(-1)
+                t_val = vals.view(E, nnz)[:, order].reshape(-1)
+                transpose = (t_crow, t_col, t_val)
+            h = bag_matmul(weight, flat_idx, offsets, vals, None, transpose)
         h = h.view(E, -1, H2)
         h = h + self.b_in[:, None, :]
         return h[..., : self.hidden], h[..., self.hidden :]

@@ -34,6 +34,12 @@ that row's softmax. ``accidental_hits_upstream=True`` is upstream BaM: its sampl
 replacement, from all items) keeps such hits, so about N / I of the rows (a third on ML-1M) count
 the positive in their own denominator as well -- a weaker, noisier gradient than the loss intends.
 
+**Positions** (ComiRec-SA / REMI's learned position embeddings): counted from the most recent item
+(the last history item always has the same position, whatever the history's length).
+``positions_upstream=True`` is upstream BaM / ComiRec: histories are left-aligned and padded on the
+right, so positions count from the oldest item of the window and the most recent item's position
+depends on the history's length.
+
 **Upstream differences worth knowing** (all switches here are typed: a bool setting given the
 string "False" is refused, whereas BaM's ``argparse type=bool`` reads any non-empty string, "False"
 included, as True -- ``--multi_loss False`` trains *with* the multi-interest loss there):
@@ -124,6 +130,7 @@ class MultiInterestConfig(IterativeConfig):
     valid_resample: bool = False
     history_zero_upstream: bool = False
     accidental_hits_upstream: bool = False
+    positions_upstream: bool = False
     eval_ks: tuple[int, ...] = (10, 20)
     monitor: str = "recall@10"
     eval_batch_size: int = 1024
@@ -146,7 +153,7 @@ class MultiInterestConfig(IterativeConfig):
         if self.selection == "l" and self.linear_size < 1:
             raise ConfigError(f"selection='l' (BaM_l) needs linear_size >= 1, got {self.linear_size!r}")
         for name in ("straight_through", "multi_loss", "rr_hard_only", "add_pos", "valid_resample",
-                     "history_zero_upstream", "accidental_hits_upstream"):
+                     "history_zero_upstream", "accidental_hits_upstream", "positions_upstream"):
             check_bool(name, getattr(self, name))
         check_float("beta", self.beta, 0.0)
         check_float("rr_lambda", self.rr_lambda, 0.0)
@@ -199,7 +206,8 @@ class MultiInterestModel(IterativeModel, InterestModel):
         if self.backbone == "mind":
             encoder = MINDEncoder(c.hidden, c.n_interests, c.seq_len, c.routing_iters)
         else:
-            encoder = ComiRecSAEncoder(c.hidden, c.n_interests, c.seq_len, c.attention_size, c.add_pos)
+            encoder = ComiRecSAEncoder(c.hidden, c.n_interests, c.seq_len, c.attention_size, c.add_pos,
+                                       positions_from_oldest=c.positions_upstream)
         return MultiInterestNetwork(self.n_items_, c.hidden, encoder, c.linear_size if c.selection == "l" else 0)
 
     def _init_modules(self) -> None:

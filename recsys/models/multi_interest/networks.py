@@ -35,6 +35,14 @@ def positions_from_right(width: int, max_len: int, device: torch.device) -> Tens
     return torch.arange(max_len - width, max_len, device=device).clamp(min=0)
 
 
+def positions_from_left(tokens: Tensor) -> Tensor:
+    """[B, W] position of each column counted from the row's oldest item (0), as if the row were
+    left-aligned (upstream BaM / ComiRec pad on the right); PAD columns get 0."""
+    width = tokens.shape[1]
+    n = (tokens != PAD).sum(dim=1, keepdim=True)
+    return (torch.arange(width, device=tokens.device)[None, :] - (width - n)).clamp(min=0)
+
+
 def squash(s: Tensor, dim: int = -1, eps: float = 1e-9) -> Tensor:
     """Capsule squashing |s|² / (1 + |s|²) · s / |s| along `dim`."""
     sq = (s * s).sum(dim, keepdim=True)
@@ -84,9 +92,9 @@ class ComiRecSAEncoder(MultiInterestEncoder):
     has_attention = True
 
     def __init__(self, hidden: int, n_interests: int, seq_len: int, attention_size: int | None = None,
-                 add_pos: bool = True) -> None:
+                 add_pos: bool = True, positions_from_oldest: bool = False) -> None:
         super().__init__()
-        self.k, self.seq_len = n_interests, seq_len
+        self.k, self.seq_len, self.positions_from_oldest = n_interests, seq_len, positions_from_oldest
         size = attention_size or 4 * hidden
         self.pos = nn.Embedding(seq_len, hidden) if add_pos else None
         self.w1 = nn.Linear(hidden, size, bias=False)
@@ -96,7 +104,9 @@ class ComiRecSAEncoder(MultiInterestEncoder):
         """W2 tanh(W1 (e + p)) [B, K, W], NEG on padding; computed on the non-PAD positions only."""
         b, width = tokens.shape
         h = emb
-        if self.pos is not None:
+        if self.pos is not None and self.positions_from_oldest:
+            h = h + self.pos(positions_from_left(tokens))
+        elif self.pos is not None:
             h = h + self.pos(positions_from_right(width, self.seq_len, emb.device)).unsqueeze(0)
         valid = tokens != PAD
         logits = emb.new_full((b, width, self.k), NEG)

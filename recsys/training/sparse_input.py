@@ -1,0 +1,78 @@
+"""The sparse input layer: ``h = A @ W`` for sparse rows A, with a backward that is one sparse-dense
+product.
+
+Forward is ``F.embedding_bag`` (sum mode, per-entry weights): bag ``b`` of the output sums
+``values[j] * W[index[j]]`` over its entries. PyTorch's embedding_bag backward sorts every index,
+zero-fills a dense gradient as large as W and adds one row per entry; for TALL's shared layout
+(100 experts x a 512-user batch: 5.9M entries into a 326,000 x 200 weight) that was a fifth of a
+training step. Here the backward is ``grad_W = Aᵀ @ grad_h``: one CSR x dense product
+(``torch.sparse.mm``; MKL on CPU, cuSPARSE on CUDA) whose result already has W's layout. Aᵀ comes
+from the caller when its structure is known (the expert bank builds it from one small transpose of
+the batch), else from one stable sort of the indices.
+
+The gradient is the same sum in a different order: equal to float32 rounding (1e-6 relative), not
+bit for bit. ``RECSYS_SPARSE_BACKWARD=embedding_bag`` restores PyTorch's own backward (a switch
+for comparing; results then match earlier releases bit for bit).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+BACKWARDS = ("spmm", "embedding_bag")
+
+
+def backward_kind() -> str:
+    kind = os.environ.get("RECSYS_SPARSE_BACKWARD", "spmm")
+    if kind not in BACKWARDS:
+        raise ValueError(f"RECSYS_SPARSE_BACKWARD must be one of {BACKWARDS}, got {kind!r}")
+    return kind
+
+
+def _csr(crow: Tensor, col: Tensor, val: Tensor, shape: tuple[int, int]) -> Tensor:
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the product used here is stable
+        warnings.simplefilter("ignore")
+        return torch.sparse_csr_tensor(crow, col, val, size=shape, check_invariants=False)
+
+
+def transpose_order(index: Tensor, n_rows: int) -> tuple[Tensor, Tensor]:
+    """(crow of Aᵀ [n_rows + 1], the entries in Aᵀ's order): entry order[k] is Aᵀ's k-th stored
+    entry, so Aᵀ = (crow, bag[order], values[order])."""
+    order = torch.argsort(index, stable=True)
+    crow = torch.zeros(n_rows + 1, dtype=torch.int64, device=index.device)
+    torch.cumsum(torch.bincount(index, minlength=n_rows), 0, out=crow[1:])
+    return crow, order
+
+
+class _BagMatmul(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, weight, index, offsets, values, t_crow, t_col, t_val, n_bags):
+        ctx.save_for_backward(t_crow, t_col, t_val)
+        ctx.shape = (weight.shape[0], n_bags)
+        return F.embedding_bag(index, weight, offsets, mode="sum", per_sample_weights=values)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        t_crow, t_col, t_val = ctx.saved_tensors
+        at = _csr(t_crow, t_col, t_val.to(grad.dtype), ctx.shape)
+        return torch.sparse.mm(at, grad.contiguous()), None, None, None, None, None, None, None
+
+
+def bag_matmul(weight: Tensor, index: Tensor, offsets: Tensor, values: Tensor, bag: Tensor,
+               transpose: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
+    """[n_bags, d] = A @ weight for the entries (bag[j], index[j], values[j]) in embedding_bag
+    layout (`offsets`: where each bag starts). `transpose`: Aᵀ's CSR if the caller has it.
+    Gradients reach `weight` only (the entry values are data)."""
+    if values.requires_grad or not weight.requires_grad or backward_kind() == "embedding_bag":
+        return F.embedding_bag(index, weight, offsets, mode="sum", per_sample_weights=values)
+    if transpose is None:
+        crow, order = transpose_order(index, weight.shape[0])
+        transpose = (crow, bag[order], values[order])
+    return _BagMatmul.apply(weight, index, offsets, values, *transpose, int(offsets.numel()))
