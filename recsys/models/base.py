@@ -32,6 +32,8 @@ from recsys.io import atomic_path
 from recsys.metrics.ranking import RankingResult, evaluate
 from recsys.training.batches import as_csr
 from recsys.training.device import keep_freed_cpu_memory, pick_device
+from recsys.training.compile import COMPILE
+from recsys.training.compile import resolve as resolve_compile
 from recsys.training.loop import PROGRESS, Job, LoopResult, LoopSettings
 from recsys.training.loop import run as run_loop
 
@@ -119,7 +121,9 @@ class IterativeConfig(ModelConfig):
     ``epochs`` (or blocks of iterations), ``patience`` (validations without gain; None = never stop
     early), ``eval_every`` (epochs between validations), ``max_seconds`` (wall-clock budget of
     training + validation; the loop stops after the epoch that crosses it, with the best weights),
-    ``progress`` ("auto": a bar in a terminal, else one line per epoch; "bar", "lines", "off").
+    ``progress`` ("auto": a bar in a terminal, else one line per epoch; "bar", "lines", "off"),
+    ``compile`` ("auto" | "on" | "off": the model's marked kernels as ``torch.compile`` kernels;
+    auto = on for CUDA with Triton, off on CPU; see :mod:`recsys.training.compile`).
     """
 
     epochs: int = 100
@@ -127,6 +131,7 @@ class IterativeConfig(ModelConfig):
     eval_every: int = 1
     max_seconds: float | None = None
     progress: str = "auto"
+    compile: str = "auto"
 
     def validate(self) -> None:
         super().validate()
@@ -137,11 +142,12 @@ class IterativeConfig(ModelConfig):
         if self.max_seconds is not None:
             check_float("max_seconds", self.max_seconds, 0.0, low_open=True)
         check_choice("progress", self.progress, PROGRESS)
+        check_choice("compile", self.compile, COMPILE)
 
 
 # Settings that may change between a run and its resumption without invalidating a checkpoint
 # (not epochs: learning-rate schedules are laid out over them).
-_RESUMABLE_CHANGES = ("device", "max_seconds", "progress")
+_RESUMABLE_CHANGES = ("device", "max_seconds", "progress", "compile")
 
 
 class NotFittedError(RecsysError):
@@ -308,7 +314,8 @@ class IterativeModel(Model):
             eval_every=getattr(c, "eval_every", 1),
             mode=mode, monitor=monitor,
             max_seconds=getattr(c, "max_seconds", None) if max_seconds == "config" else max_seconds,
-            progress=progress or getattr(c, "progress", "auto"), restore_best=restore_best)
+            progress=progress or getattr(c, "progress", "auto"), restore_best=restore_best,
+            compile=resolve_compile(getattr(c, "compile", "off"), self.device))
         folder = None
         if checkpoint and self._checkpoint_dir is not None:
             folder = self._checkpoint_dir / (tag.rstrip("_") or "fit")

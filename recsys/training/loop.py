@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from recsys.checks import check_choice, check_float, check_int
 from recsys.errors import ConfigError
 from recsys.io import atomic_path
+from recsys.training.compile import compile_seconds, compiling
 from recsys.training.early_stopping import EarlyStopping, snapshot
 
 log = logging.getLogger("recsys.training")
@@ -77,6 +78,7 @@ class LoopSettings:
     progress: str = "auto"
     restore_best: bool = True
     checkpoint_every: int = 1
+    compile: bool = False  # run the models' kernels compiled (recsys.training.compile)
 
     def __post_init__(self) -> None:
         check_int("epochs", self.epochs, 0)
@@ -257,12 +259,16 @@ def run(job: Job, settings: LoopSettings, *, checkpoint_dir: str | Path | None =
     epoch = start_epoch - 1
     while not done and epoch < s.epochs:
         epoch += 1
-        t0 = time.perf_counter()
-        record = {"epoch": epoch, **job.epoch_fn(epoch)}
+        t0, c0 = time.perf_counter(), compile_seconds()
+        with compiling(s.compile):
+            record = {"epoch": epoch, **job.epoch_fn(epoch)}
         record["train_seconds"] = time.perf_counter() - t0
+        if s.compile:  # first calls of compiled kernels: train_seconds - compile_seconds is steady state
+            record["compile_seconds"] = compile_seconds() - c0
         if job.validate_fn is not None and (epoch % s.eval_every == 0 or epoch == s.epochs):
             t1 = time.perf_counter()
-            value, fields = job.validate_fn(epoch)
+            with compiling(s.compile):
+                value, fields = job.validate_fn(epoch)
             record.update(fields)
             stopper.update(value, job.weight_state(), epoch)
             if hasattr(stopper, "summary"):

@@ -65,12 +65,14 @@ class _BagMatmul(torch.autograd.Function):
         return torch.sparse.mm(at, grad.contiguous()), None, None, None, None, None, None, None
 
 
-def bag_matmul(weight: Tensor, index: Tensor, offsets: Tensor, values: Tensor, bag: Tensor,
+def bag_matmul(weight: Tensor, index: Tensor, offsets: Tensor, values: Tensor, bag: Tensor | None,
                transpose: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
     """[n_bags, d] = A @ weight for the entries (bag[j], index[j], values[j]) in embedding_bag
     layout (`offsets`: where each bag starts). `transpose`: Aᵀ's CSR if the caller has it.
-    Gradients reach `weight` only (the entry values are data)."""
-    if values.requires_grad or not weight.requires_grad or backward_kind() == "embedding_bag":
+    Gradients reach `weight` only (the entry values are data). `bag` (each entry's bag) is needed
+    only when gradients are recorded and `transpose` is not given."""
+    if (values.requires_grad or not (weight.requires_grad and torch.is_grad_enabled())
+            or backward_kind() == "embedding_bag"):
         return F.embedding_bag(index, weight, offsets, mode="sum", per_sample_weights=values)
     if transpose is None:
         crow, order = transpose_order(index, weight.shape[0])

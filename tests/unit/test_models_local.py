@@ -366,3 +366,32 @@ def test_lft_and_enlft_report_progress_per_group_of_copies(capsys):
     assert [line.split()[1] for line in lines if line.startswith("[enlft]")] == ["4/8", "8/8"]
     LFT(group=16, local_epochs=1, patience=None, progress="off", hidden=8).fit(X, base_model=wl)
     assert "[lft]" not in capsys.readouterr().err
+
+
+def test_tall_fused_mixture_head_equals_gate_plus_einsum_in_value_and_gradient():
+    """The fused head (gate + mixture in one autograd function) against the composed reference,
+    float64, with a user without gate items and input items inside the gate's softmax."""
+    import scipy.sparse as sp
+    import torch
+
+    from recsys.models.local.tall import TALL, _MixtureHead
+    from recsys.training.batches import SparseRows
+
+    gen = torch.Generator().manual_seed(0)
+    E, B, I = 3, 5, 11
+    x = sp.random(B, I, density=0.3, format="csr", random_state=1, dtype=np.float32)
+    gv = sp.random(B, I, density=0.2, format="csr", random_state=2, dtype=np.float32).tolil()
+    gv[2] = 0  # a user with no gate items: uniform gate
+    rows, gate_rows = SparseRows.from_csr(x, "cpu"), SparseRows.from_csr(gv.tocsr(), "cpu")
+    logits = torch.randn(E, B, I, dtype=torch.float64, generator=gen).requires_grad_(True)
+    w_out, w_gate = torch.randn(B, I, dtype=torch.float64, generator=gen), torch.randn(E, B, dtype=torch.float64, generator=gen)
+
+    out, gate = _MixtureHead.apply(logits, rows.row_ids, rows.indices, gate_rows.row_ids, gate_rows.indices)
+    ours = torch.autograd.grad((out * w_out).sum() + (gate * w_gate).sum(), logits)[0]
+    ref_gate = TALL.gate(TALL, logits, rows, gate_rows)  # gate() only calls the static gate_loss
+    ref_out = torch.einsum("eb,ebi->bi", ref_gate, logits)
+    theirs = torch.autograd.grad((ref_out * w_out).sum() + (ref_gate * w_gate).sum(), logits)[0]
+    torch.testing.assert_close(out, ref_out, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(gate, ref_gate, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(ours, theirs, rtol=1e-8, atol=1e-10)
+    assert torch.allclose(gate[:, 2], torch.full((E,), 1.0 / E, dtype=torch.float64))

@@ -31,12 +31,14 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from recsys.errors import ConfigError
 from recsys.models.autoencoders.multvae import adam, beta_at, multinomial_nll
 from recsys.checks import check_bool, check_choice, check_float, check_fraction, check_int
 from recsys.models.local.bank import bank_kl
 from recsys.models.local.common import REPORT_KS, BankConfig, LocalModel
+from recsys.training.compile import exp_shifted_sum
 from recsys.training.batches import SparseRows, iterate_rows
 from recsys.training.loop import Job
 
@@ -58,8 +60,7 @@ class _GateLoss(torch.autograd.Function):
     def forward(ctx, logits, in_rows, in_items, gate_rows, gate_items):
         E, B, _ = logits.shape
         shift = logits.amax(dim=2).clamp_min(0.0)  # >= the masked row's max (masked entries are 0)
-        e = torch.sub(logits, shift[..., None]).exp_()
-        total = e.sum(dim=2)
+        e, total = exp_shifted_sum(logits, shift[..., None])
         inside = e.new_zeros(E, B).index_add_(1, in_rows, e[:, in_rows, in_items])
         n_in = torch.bincount(in_rows, minlength=B).to(e.dtype)
         masked = ((total - inside).clamp_min(0.0) + n_in * torch.exp(-shift)).clamp_min(torch.finfo(e.dtype).tiny)
@@ -74,6 +75,57 @@ class _GateLoss(torch.autograd.Function):
         g = e * (grad * n_gate / masked)[..., None]  # softmax of the masked row, times n_b
         g[:, in_rows, in_items] = 0.0  # input items: constant 0 logits in the masked softmax
         g[:, gate_rows, gate_items] -= grad[:, gate_rows]  # (row, item) pairs of a CSR are unique
+        return g, None, None, None, None
+
+
+class _MixtureHead(torch.autograd.Function):
+    """(out [B, I], gate [E, B]) from the experts' logits [E, B, I]: gate = softmax_e(1 / L_e) with
+    L the gate loss of :class:`_GateLoss`, out = sum_e gate_e * logits_e -- the gate and the
+    mixture in one function, so that backward writes the logits' gradient once.
+
+    Autograd would add two [E, B, I] gradients (the mixture's gate * grad_out, built as a
+    batched outer product, and the gate loss's rescaled softmax) and copy between them: five
+    passes over a buffer as large as a decoder matmul's output. Here backward rescales the saved
+    exponentials in place, applies the sparse corrections and adds gate * grad_out into the same
+    buffer (``addcmul_``): two passes, plus the one read of the logits that grad(gate) needs.
+    Same values as gate() + einsum to float rounding.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, in_rows, in_items, gate_rows, gate_items):
+        E, B, I = logits.shape
+        in_flat, gate_flat = in_rows * I + in_items, gate_rows * I + gate_items
+        shift = logits.amax(dim=2).clamp_min(0.0)
+        e, total = exp_shifted_sum(logits, shift[..., None])
+        inside = e.new_zeros(E, B).index_add_(1, in_rows, e.view(E, -1).index_select(1, in_flat))
+        n_in = torch.bincount(in_rows, minlength=B).to(e.dtype)
+        masked = ((total - inside).clamp_min(0.0) + n_in * torch.exp(-shift)).clamp_min(torch.finfo(e.dtype).tiny)
+        n_gate = torch.bincount(gate_rows, minlength=B).to(e.dtype)
+        picked = e.new_zeros(E, B).index_add_(1, gate_rows, logits.view(E, -1).index_select(1, gate_flat))
+        loss = n_gate * (shift + torch.log(masked)) - picked
+        has = (n_gate > 0)[None, :].expand(E, B)
+        live = has & (loss > 1e-12)  # where 1 / clamp(L, 1e-12) depends on L
+        inv = torch.where(has, 1.0 / loss.clamp_min(1e-12), 0.0)
+        gate = torch.softmax(inv, dim=0)
+        out = torch.einsum("eb,ebi->bi", gate, logits)
+        ctx.save_for_backward(logits, e, masked, n_gate, loss, live, gate, in_flat, gate_rows, gate_flat)
+        return out, gate
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out, grad_gate):
+        logits, e, masked, n_gate, loss, live, gate, in_flat, gate_rows, gate_flat = ctx.saved_tensors
+        grad_out = grad_out.contiguous()
+        g_gate = torch.einsum("ebi,bi->eb", logits, grad_out)  # d out / d gate
+        if grad_gate is not None:
+            g_gate = g_gate + grad_gate
+        g_inv = gate * (g_gate - (gate * g_gate).sum(dim=0, keepdim=True))  # softmax over experts
+        g_loss = torch.where(live, -g_inv / loss.square(), 0.0)
+        g = e.mul_((g_loss * n_gate / masked)[..., None])  # the masked softmax times n_b; e not needed again
+        flat = g.view(g.shape[0], -1)  # (row, item) -> row * I + item: 1-D gathers, 4x the 2-D indexing
+        flat.scatter_(1, in_flat.expand(flat.shape[0], -1), 0.0)
+        flat.index_add_(1, gate_flat, -g_loss[:, gate_rows])  # (row, item) pairs of a CSR are unique
+        g.addcmul_(gate[..., None], grad_out[None])  # the mixture's own path
         return g, None, None, None, None
 
 
@@ -172,8 +224,11 @@ class TALL(LocalModel):
     def _mixture(self, rows: SparseRows, gate_rows: SparseRows) -> tuple[Tensor, Tensor, Tensor]:
         """(output logits [B, I], gate [E, B], kl [E, B])."""
         logits, mu, logvar = self.bank_(rows)
-        gate = self.gate(logits, rows, gate_rows)
-        out = torch.einsum("eb,ebi->bi", gate, logits)
+        if torch.is_grad_enabled() and logits.requires_grad:
+            out, gate = _MixtureHead.apply(logits, rows.row_ids, rows.indices, gate_rows.row_ids, gate_rows.indices)
+        else:
+            gate = self.gate(logits, rows, gate_rows)
+            out = torch.einsum("eb,ebi->bi", gate, logits)
         return out, gate, bank_kl(mu, logvar)
 
     @staticmethod
