@@ -31,8 +31,11 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
+        # flows/ddp_flow.py: @torchrun steps (data-parallel training over several machines)
+        "distributed": ["metaflow-torchrun==0.2.2"],
         "dev": [
             "pytest>=8",
+            "metaflow-torchrun==0.2.2",
             "nbformat>=5",
             # tests/deploy: Metaflow deploys to a local moto server (S3, Batch, Step Functions);
             # boto3 >= 1.34 honours AWS_ENDPOINT_URL; Argo templates need the kubernetes client.

@@ -419,3 +419,47 @@ def main(flow_class) -> None:
     finally:
         if owner:
             path.unlink(missing_ok=True)
+
+
+def torchrun_compat() -> None:
+    """Make metaflow-torchrun 0.2.2's ``@torchrun`` work on current Metaflow (2.16+).
+
+    Its decorator overrides ``ParallelDecorator.task_pre_step`` without calling it, so the
+    parallel bookkeeping newer Metaflow sets there (``input_paths``, the world-size metadata) is
+    missing and every ``@torchrun`` task fails with ``AttributeError: ... 'input_paths'``. Called at
+    import of a flow file, so it applies in every task process; a no-op when the package is absent
+    or already fixed.
+
+    Also puts this interpreter's folder first on PATH: a local ``num_parallel`` run starts its
+    worker nodes as ``python ...`` (Metaflow's default environment), which must be the Python that
+    has Metaflow and recsys, not whatever ``python`` the shell finds first."""
+    bindir = os.path.dirname(sys.executable)
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != bindir:
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    try:
+        from metaflow.plugins.parallel_decorator import ParallelDecorator
+        from metaflow_extensions.torchrun.plugins.torchrun_libs import datastore as tr_datastore
+        from metaflow_extensions.torchrun.plugins.torchrun_libs.constants import TORCHRUN_SUFFIX
+        from metaflow_extensions.torchrun.plugins.torchrun_libs.torchrun_decorator import TorchrunDecoratorParallel
+    except ImportError:
+        return
+    # Its node barrier keeps keys in the datastore and knows only S3 / Azure / GS; the local
+    # datastore takes the same root-relative keys as S3, so a local run (and our CPU test) works.
+    store = tr_datastore.TorchrunDatastore
+    cloud_root = store.get_storage_root
+    if not getattr(cloud_root, "recsys_compat", False):
+        def get_storage_root(self):
+            return TORCHRUN_SUFFIX if self._backend.TYPE == "local" else cloud_root.fget(self)
+
+        get_storage_root.recsys_compat = True
+        store.get_storage_root = property(get_storage_root)
+    own = TorchrunDecoratorParallel.task_pre_step
+    if own is ParallelDecorator.task_pre_step or getattr(own, "recsys_compat", False):
+        return
+
+    def task_pre_step(self, *args, **kwargs):
+        ParallelDecorator.task_pre_step(self, *args, **kwargs)
+        return own(self, *args, **kwargs)
+
+    task_pre_step.recsys_compat = True
+    TorchrunDecoratorParallel.task_pre_step = task_pre_step

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--split", required=True)
     ap.add_argument("--model", default="multvae")
-    ap.add_argument("--config", default="{}", help="JSON overriding the model's defaults")
+    ap.add_argument("--config", default="{}", help="JSON overriding the model's defaults, or a .json file holding it")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     if args.model not in DATA_PARALLEL:
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         dist.init_process_group(backend)
     rank = dist.get_rank() if dist.is_initialized() else 0
     world = dist.get_world_size() if dist.is_initialized() else 1
-    config = json.loads(args.config)
+    config = json.loads(Path(args.config).read_text()) if args.config.endswith(".json") else json.loads(args.config)
     if torch.cuda.is_available():
         local = int(os.environ.get("LOCAL_RANK", rank))
         torch.cuda.set_device(local)

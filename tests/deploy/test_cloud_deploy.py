@@ -403,3 +403,48 @@ def test_deploy_script_sfn_branch(aws, tmp_path):
         assert {"name": "efs_fs-12345678", "efsVolumeConfiguration": {
             "fileSystemId": "fs-12345678", "transitEncryption": "ENABLED"}} in props["volumes"]
         assert {"containerPath": "/mnt/recsys", "sourceVolume": "efs_fs-12345678"} in props["mountPoints"]
+
+
+# ----------------------------------------------------------------------------------------------
+# the data-parallel flow: its @torchrun step on Kubernetes (a JobSet) and on Step Functions
+
+
+def test_argo_renders_the_torchrun_step_as_a_jobset_of_gpu_replicas(aws, tmp_path):
+    """flows/ddp_flow.py: ``train`` (``num_parallel=--nodes``) becomes a JobSet with one control
+    replica and nodes - 1 worker replicas, each asking for the step's GPU."""
+    pytest.importorskip("kubernetes", reason="Metaflow renders Argo templates with the kubernetes client")
+    pytest.importorskip("metaflow_extensions.torchrun", reason="needs metaflow-torchrun: pip install -e '.[dev]'")
+    env = _flow_env(aws, tmp_path)
+    doc = _json_document(_run([sys.executable, "flows/ddp_flow.py", "--datastore", "s3", "argo-workflows",
+                               "create", "--only-json"], env))
+    templates = _argo_templates(doc)
+    train = templates["train"]["resource"]
+    manifest = train["manifest"]
+    assert train["action"] == "create" and "status.terminalState == Completed" in train["successCondition"]
+    assert manifest.startswith("apiVersion: jobset.x-k8s.io/") and "\nkind: JobSet\n" in manifest
+    jobs = manifest.split("\n  - name: ")[1:]
+    assert [j.split("\n")[0] for j in jobs] == ["control", "worker"]
+    assert "\n    replicas: 1\n" in jobs[0]
+    assert "replicas: {{=asInt(inputs.parameters.workerCount)}}" in jobs[1]
+    for job in jobs:
+        assert "nvidia.com/gpu: '1'" in job  # @resources(gpu=cfg.gpu): one per node by default
+        assert "step train" in job and "gpu=1" in job
+    # workerCount = num-parallel - 1, num-parallel = --nodes (a run-time parameter of the template)
+    call = next(t for t in templates.values() if "dag" in t and any(x["name"] == "train" for x in t["dag"]["tasks"]))
+    args = {p["name"]: p["value"] for p in call["dag"]["tasks"][0]["arguments"]["parameters"]}
+    assert args["workerCount"] == "{{=sprig.int(sprig.sub(sprig.int(inputs.parameters['num-parallel']),1))}}"
+    params = json.loads(doc["metadata"]["annotations"]["metaflow/parameters"])
+    assert params["nodes"]["value"] == "2" and params["nodes"]["type"] == "int"
+    for step in ("start", "join", "end"):
+        assert "nvidia.com/gpu" not in json.dumps(templates[step]["container"]["resources"]), step
+
+
+def test_step_functions_refuses_the_parallel_step_with_metaflows_message(aws, tmp_path):
+    """Metaflow cannot deploy @parallel / @torchrun steps to Step Functions; on AWS the parallel
+    step runs with ``run --with batch`` (Batch multi-node jobs) instead (docs/deployment.md)."""
+    pytest.importorskip("metaflow_extensions.torchrun", reason="needs metaflow-torchrun: pip install -e '.[dev]'")
+    env = _flow_env(aws, tmp_path)
+    proc = subprocess.run([sys.executable, "flows/ddp_flow.py", "--datastore", "s3", "step-functions", "create",
+                           "--only-json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode != 0
+    assert "Deploying flows with @parallel decorator(s) to AWS Step Functions is not supported" in proc.stdout + proc.stderr

@@ -1,0 +1,72 @@
+"""Data-parallel Mult-VAE / Mult-DAE over several machines: the functions ``flows/ddp_flow.py``
+calls around metaflow-torchrun's ``@torchrun`` step.
+
+    prepared = prepare(dataset, protocol, output_dir=...)       # the split, saved once, in start
+    args = entrypoint_args(split_path, model, config, out_dir)  # what every node's torchrun runs
+    current.torch.run(entrypoint=ENTRYPOINT, torchrun_args=TORCHRUN_ARGS, entrypoint_args=args)
+    result = read_result(out_dir)                               # on the control node (rank 0)
+
+Each of the ``nodes x nproc_per_node`` processes is one rank of :mod:`recsys.training.ddp_fit`:
+every batch is split over the ranks, gradients are all-reduced, and rank 0 writes ``model.pt``
+(with its sha256 sidecar) and ``result.json``. ``out_dir`` must be a folder rank 0 can write and
+the next steps can read (the run folder locally; a shared volume, ``RECSYS_OUTPUT_DIR``, in the
+cloud).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+from recsys.errors import ConfigError
+from recsys.io import write_json
+
+ENTRYPOINT = "recsys.training.ddp_fit"
+TORCHRUN_ARGS = {"module": ""}  # run ENTRYPOINT as a module (torchrun --module)
+MODELS = ("multvae", "multdae")
+
+
+def check_request(model: str, nodes: int, config: Mapping[str, Any]) -> None:
+    if model not in MODELS:
+        raise ConfigError(f"--model {model!r}: data-parallel training is implemented for {', '.join(MODELS)}")
+    if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
+        raise ConfigError(f"--nodes must be an integer >= 1, got {nodes!r}")
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"--model-config must be a JSON object of {model} settings, got {config!r}")
+    from recsys.models.registry import build
+
+    build(model, **config)  # a bad key or value stops here, before any machine starts
+
+
+def prepare(dataset: str, protocol: str, *, output_dir, data_dir: str | None = None, split_dir: str = ""):
+    """The split (made with the pretraining profile's protocol parameters, or reused from `split_dir`)."""
+    from recsys.pipeline import pretrain as pt
+    from recsys.pipeline.preprocess import load_saved_split
+
+    if split_dir:  # the split says its protocol; --protocol, when given, must match it
+        if not protocol:
+            from recsys.protocols.split import _META_FILE
+
+            meta = Path(split_dir) / _META_FILE
+            protocol = json.loads(meta.read_text()).get("protocol", "") if meta.is_file() else ""
+        return load_saved_split(split_dir, protocol, dataset)
+    settings = pt.load_settings(dataset)
+    section = pt.protocol_settings(settings, protocol or None, "multvae")
+    return pt.prepare(dataset, section, data_dir=data_dir, output_dir=output_dir)
+
+
+def entrypoint_args(split_path, model: str, config: Mapping[str, Any], out_dir) -> dict:
+    """``--split --model --config FILE --out`` for every rank. The config travels as a file:
+    metaflow-torchrun strips quotes from argument values, which would break inline JSON."""
+    out = Path(out_dir)
+    config_file = out / "config.json"
+    write_json(config_file, dict(config))
+    return {"split": str(split_path), "model": model, "config": str(config_file), "out": str(out)}
+
+
+def read_result(out_dir) -> dict:
+    path = Path(out_dir) / "result.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: rank 0 wrote no result; see the train step's log")
+    return json.loads(path.read_text())
