@@ -1,4 +1,4 @@
-"""Data-parallel Mult-VAE / Mult-DAE over several machines with metaflow-torchrun.
+"""Data-parallel Mult-VAE / Mult-DAE / TALL over several machines with metaflow-torchrun.
 
     python flows/ddp_flow.py run --dataset ml-1m --nodes 2                # 2 local processes (gloo)
     python flows/ddp_flow.py run --with kubernetes:gpu=1 --nodes 4        # 4 pods, one GPU each (NCCL)
@@ -30,7 +30,7 @@ class DataParallelFlow(FlowSpec):
                       "params/ddp_default.yaml holds the defaults")
     dataset = Parameter("dataset", default="amazon-digital-music", help="registered dataset name")
     protocol = Parameter("protocol", default="", help="evaluation protocol (default: the pretraining profile's)")
-    model = Parameter("model", default="multvae", help="multvae or multdae")
+    model = Parameter("model", default="multvae", help="multvae, multdae or tall (TALL on a random_split: --protocol random_split)")
     nodes = Parameter("nodes", default=2, type=int, help="machines (num_parallel)")
     model_config = Parameter("model-config", default="{}", help="JSON of model settings, e.g. '{\"epochs\": 20}'")
     data_dir = Parameter("data-dir", default="", help="folder holding the dataset's files")

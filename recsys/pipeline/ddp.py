@@ -1,4 +1,4 @@
-"""Data-parallel Mult-VAE / Mult-DAE over several machines: the functions ``flows/ddp_flow.py``
+"""Data-parallel Mult-VAE / Mult-DAE / TALL over several machines: the functions ``flows/ddp_flow.py``
 calls around metaflow-torchrun's ``@torchrun`` step.
 
     prepared = prepare(dataset, protocol, output_dir=...)       # the split, saved once, in start
@@ -24,7 +24,7 @@ from recsys.io import write_json
 
 ENTRYPOINT = "recsys.training.ddp_fit"
 TORCHRUN_ARGS = {"module": ""}  # run ENTRYPOINT as a module (torchrun --module)
-MODELS = ("multvae", "multdae")
+MODELS = ("multvae", "multdae", "tall")
 
 
 def check_request(model: str, nodes: int, config: Mapping[str, Any]) -> None:
@@ -52,7 +52,7 @@ def prepare(dataset: str, protocol: str, *, output_dir, data_dir: str | None = N
             protocol = json.loads(meta.read_text()).get("protocol", "") if meta.is_file() else ""
         return load_saved_split(split_dir, protocol, dataset)
     settings = pt.load_settings(dataset)
-    section = pt.protocol_settings(settings, protocol or None, "multvae")
+    section = pt.protocol_settings(settings, protocol or None, "multvae")  # the protocol and its parameters
     return pt.prepare(dataset, section, data_dir=data_dir, output_dir=output_dir)
 
 

@@ -8,7 +8,7 @@ Each process joins the group from torchrun's environment (``RANK``, ``WORLD_SIZE
 ``MASTER_ADDR``, ``MASTER_PORT``; gloo on CPU, NCCL where CUDA is present), fits the model on its
 share of every batch (:mod:`recsys.training.distributed`), and rank 0 writes ``model.pt`` (with its
 sha256 sidecar) and ``result.json`` (loss curve, validation curve, world size) under ``--out``.
-Models that take part: Mult-VAE and Mult-DAE (others train as one process per rank and are refused).
+Models that take part: Mult-VAE, Mult-DAE and TALL (others train as one process per rank and are refused).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import json
 import os
 from pathlib import Path
 
-DATA_PARALLEL = ("multvae", "multdae")
+DATA_PARALLEL = ("multvae", "multdae", "tall")
 
 
 def main(argv: list[str] | None = None) -> dict | None:
@@ -27,7 +27,6 @@ def main(argv: list[str] | None = None) -> dict | None:
 
     from recsys.errors import ConfigError
     from recsys.io import write_json
-    from recsys.models.base import stage_matrices
     from recsys.models.registry import build
     from recsys.protocols import Split
 
@@ -51,9 +50,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         config.setdefault("device", f"cuda:{local}")
     try:
         split = Split.load(args.split)
-        stages = split.meta["evaluation"]
-        valid = stage_matrices(split, stages["valid"]) if "valid" in stages else None
-        model = build(args.model, **config).fit(split["train"], valid)
+        model = build(args.model, **config).fit_split(split)
         result = {"model": args.model, "world_size": world, "backend": backend if world > 1 else None,
                   "config": model.config.to_dict(), "history": model.history_, "best_epoch": model.best_epoch_}
         if rank == 0:

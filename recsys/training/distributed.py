@@ -15,6 +15,7 @@ variables: ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``).
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 from typing import Any, Callable
 
@@ -66,24 +67,30 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, fn: Callable, args: tuple, out: Any) -> None:
+def _worker(rank: int, world: int, port: int, fn: Callable, args: tuple, out: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         result = fn(*args)
         if rank == 0:
-            out.put(result)
+            with open(out, "wb") as f:
+                pickle.dump(result, f)
     finally:
         dist.destroy_process_group()
 
 
 def spawn(fn: Callable, world_size: int, *args) -> Any:
     """Run ``fn(*args)`` on `world_size` local gloo processes; rank 0's return value (picklable)."""
+    import tempfile
+
     import torch.multiprocessing as mp
 
-    ctx = mp.get_context("spawn")
-    out = ctx.SimpleQueue()
-    mp.start_processes(_worker, args=(world_size, _free_port(), fn, args, out), nprocs=world_size,
-                       join=True, start_method="spawn")
-    return out.get()
+    # rank 0's result goes through a file: a queue's pipe holds 64 KB, and a larger result would
+    # block rank 0 in put() while this process waits in join() -- a deadlock
+    with tempfile.TemporaryDirectory(prefix="recsys-spawn-") as tmp:
+        out = os.path.join(tmp, "result.pkl")
+        mp.start_processes(_worker, args=(world_size, _free_port(), fn, args, out), nprocs=world_size,
+                           join=True, start_method="spawn")
+        with open(out, "rb") as f:
+            return pickle.load(f)

@@ -45,4 +45,4 @@ def test_two_nodes_train_the_one_process_curve(metaflow_env, tmp_path):
 
 def test_a_model_without_data_parallel_training_stops_in_start(metaflow_env, tmp_path):
     log = failed_start_log(FLOW, metaflow_env, tmp_path, model="ease")
-    assert "data-parallel training is implemented for multvae, multdae" in log
+    assert "data-parallel training is implemented for multvae, multdae, tall" in log

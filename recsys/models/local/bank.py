@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from recsys.errors import DataError
 from recsys.training.compile import exp_shifted_sum
 from recsys.training.batches import SparseRows
-from recsys.training.sparse_input import bag_matmul, transpose_order
+from recsys.training.sparse_input import bag_matmul, grouped_bag_matmul, transpose_order
 
 
 class ExpertBank(nn.Module):
@@ -104,12 +104,10 @@ class ExpertBank(nn.Module):
         if grouped:
             if rows.shape[0] % E:
                 raise DataError(f"grouped input needs a multiple of {E} rows, got {rows.shape[0]}")
-            b = rows.shape[0] // E
-            flat_idx = (rows.row_ids // b) * I + rows.indices
-            offsets, vals = rows.offsets, values
+            vals = values
             if self.training and self.dropout > 0:
                 vals = F.dropout(vals, self.dropout, True)
-            h = bag_matmul(weight, flat_idx, offsets, vals, rows.row_ids)
+            h = grouped_bag_matmul(weight, rows.row_ids, rows.indices, rows.offsets, vals, rows.shape[0], E, I)
         else:
             # every expert reads the batch's rows (and, with dropout, draws its own mask, as E
             # separate modules would): E bags per row, over the flattened [E * I, 2H] weight

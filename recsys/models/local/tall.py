@@ -39,6 +39,7 @@ from recsys.checks import check_bool, check_choice, check_float, check_fraction,
 from recsys.models.local.bank import bank_kl
 from recsys.models.local.common import REPORT_KS, BankConfig, LocalModel
 from recsys.training.compile import exp_shifted_sum
+from recsys.training import distributed
 from recsys.training.batches import SparseRows, iterate_rows
 from recsys.training.loop import Job
 
@@ -267,30 +268,46 @@ class TALL(LocalModel):
         n_users = train.shape[0]
         counters = {"update": 0}
 
+        _, world = distributed.rank_and_world()
+        if world > 1 and c.kl_batch_sum_upstream:
+            raise ConfigError("kl_batch_sum_upstream=True is not data-parallel (its KL term is a mean over the "
+                              "whole batch inside each expert); train it in one process")
+
         def epoch_fn(epoch: int) -> dict:
             bank.train()
             w_all = torch.from_numpy(weights.weights(epoch) if c.adaptive else np.ones(n_users)).float().to(self.device)
             user_loss = torch.zeros(n_users, device=self.device)
             total = torch.zeros((), device=self.device)
             for idx, rows in iterate_rows(self.inputs_, c.batch_size, self.device, shuffle=True, rng=rng):
+                # data parallel (recsys.training.distributed): this rank's rows of the global batch;
+                # every term below is this rank's part of the global batch's sum over its
+                # denominator, so the all-reduced gradient is the one-process gradient
+                batch = torch.from_numpy(idx).to(self.device)
+                if world > 1:
+                    idx = distributed.my_rows(idx)
+                    rows = SparseRows.from_csr(self.inputs_[idx], self.device)
+                mine = torch.from_numpy(idx).to(self.device)
                 gate_rows = SparseRows.from_csr(self.gate_rows_[idx], self.device)
                 beta = beta_at(counters["update"], c.anneal_cap, c.total_anneal_steps)
                 out, gate, kl = self._mixture(rows, gate_rows)
                 target = rows if c.gate_source == "valid" else SparseRows.from_csr(train[idx], self.device)
                 nll = multinomial_nll(out, target)
-                w = w_all[torch.from_numpy(idx).to(self.device)]
+                w = w_all[mine]
                 if c.kl_batch_sum_upstream:
                     kl_term = (gate * kl.mean(dim=1, keepdim=True)).sum()
                 else:
-                    kl_term = (gate * kl).sum(0).mean()
-                loss = (w * nll).sum() / w.sum().clamp_min(1e-12) + beta * kl_term
+                    kl_term = (gate * kl).sum() / len(batch)
+                loss = (w * nll).sum() / w_all[batch].sum().clamp_min(1e-12) + beta * kl_term
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                distributed.all_reduce_grads(bank.parameters())
                 opt.step()
                 counters["update"] += 1
                 with torch.no_grad():
-                    user_loss[torch.from_numpy(idx).to(self.device)] = self.gate_loss(out.detach(), rows, gate_rows)
-                total += loss.detach() * len(idx)
+                    user_loss[mine] = self.gate_loss(out.detach(), rows, gate_rows)
+                total += loss.detach() * len(batch)
+            distributed.all_reduce_sum(total)
+            distributed.all_reduce_sum(user_loss)  # each rank filled its own users' entries
             weights.record(user_loss.cpu().numpy())
             return {"loss": float(total) / n_users, "beta": beta,
                     "weight_max": float(w_all.max()), "weight_min": float(w_all.min())}
