@@ -67,3 +67,22 @@ def test_unknown_backward_is_refused(monkeypatch):
     monkeypatch.setenv("RECSYS_SPARSE_BACKWARD", "dense")
     with pytest.raises(ValueError, match="RECSYS_SPARSE_BACKWARD must be one of"):
         bag_matmul(torch.zeros(30, 2, requires_grad=True), rows.indices, rows.offsets, rows.values, rows.row_ids)
+
+
+@pytest.mark.parametrize("density", [0.3, 0.004])  # dense backward / falls back to the sparse product
+def test_grouped_bag_matmul_dense_or_sparse_backward_equals_embedding_bag(density):
+    from recsys.training.sparse_input import grouped_bag_matmul
+
+    rows, x = _rows(n=48, items=500, density=density, empty_row=False)
+    vals = rows.values.double()
+    for groups in (1, 4):
+        w = torch.randn(groups * 500, 6, dtype=torch.float64, requires_grad=True)
+        out = grouped_bag_matmul(w, rows.row_ids, rows.indices, rows.offsets, vals, 48, groups, 500)
+        g = torch.randn_like(out)
+        (ours,) = torch.autograd.grad(out, w, g)
+        index = (rows.row_ids // (48 // groups)) * 500 + rows.indices
+        w2 = w.detach().clone().requires_grad_(True)
+        ref = F.embedding_bag(index, w2, rows.offsets, mode="sum", per_sample_weights=vals)
+        ref.backward(g)
+        torch.testing.assert_close(out, ref.detach(), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(ours, w2.grad, rtol=1e-12, atol=1e-12)

@@ -46,7 +46,7 @@ from recsys.models.base import IterativeConfig, IterativeModel, ItemScorer, chec
 from recsys.checks import check_bool, check_float, check_int
 from recsys.training import distributed
 from recsys.training.batches import SparseRows, as_csr, iterate_rows
-from recsys.training.sparse_input import bag_matmul
+from recsys.training.sparse_input import grouped_bag_matmul
 from recsys.training.loop import Job
 from recsys.training.seed import seed_everything
 
@@ -137,7 +137,8 @@ class SparseLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(out_features))
 
     def forward(self, rows: SparseRows, values: Tensor) -> Tensor:
-        return bag_matmul(self.weight, rows.indices, rows.offsets, values, rows.row_ids) + self.bias
+        return grouped_bag_matmul(self.weight, rows.row_ids, rows.indices, rows.offsets, values, rows.shape[0], 1,
+                                  rows.shape[1]) + self.bias
 
 
 class MultVAENet(nn.Module):
