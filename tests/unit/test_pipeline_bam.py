@@ -18,7 +18,8 @@ def test_every_params_file_builds_all_nine_tasks(dataset):
         (0.01, 100.0, True, 1.0, 2021)
     assert hard["multi_loss"] is False and "beta" not in hard
     assert remi_p["n_interests"] == 4 and remi_p["hidden"] == 64 and remi_p["n_negatives"] == 1280
-    assert settings["upstream"] == {"history_zero_upstream": False, "valid_resample": False}
+    assert settings["upstream"] == {"history_zero_upstream": False, "valid_resample": False,
+                                    "accidental_hits_upstream": False, "positions_upstream": False}
 
 
 def test_ml1m_uses_the_papers_settings():
