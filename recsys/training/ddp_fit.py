@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> dict | None:
             out = Path(args.out)
             model.save(out / "model.pt")
             write_json(out / "result.json", result)
+        if dist.is_initialized():
+            dist.barrier()  # no rank tears the group down while another still uses it
         return result
     finally:
         if dist.is_initialized():

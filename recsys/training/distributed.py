@@ -76,6 +76,10 @@ def _worker(rank: int, world: int, port: int, fn: Callable, args: tuple, out: st
         if rank == 0:
             with open(out, "wb") as f:
                 pickle.dump(result, f)
+        # every rank done with its collectives before any tears the group down: a rank that
+        # destroys it while its peer's gloo threads still work aborts (SIGABRT, "terminate called
+        # without an active exception")
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
