@@ -47,42 +47,58 @@ GATE_SOURCES = ("valid", "train_slice")
 log = logging.getLogger(__name__)
 
 
-class _GateLoss(torch.autograd.Function):
-    """L[e, b] = n_b * lse_b(l_e with input items set to 0) - sum_{i in gate_b} l_ebi, in few passes.
+def _gate_loss_terms(logits: Tensor, in_rows: Tensor, in_items: Tensor, gate_rows: Tensor, gate_items: Tensor):
+    """Forward of the gate loss L[e, b] = n_b * lse_b(l_e with input items set to 0) - sum_{i in
+    gate_b} l_ebi: (L, the exponentials e, the masked sums, n_gate, flat input / gate indices).
 
     Written out (rather than clone + index_put + logsumexp + gather) because on [E, B, I] = 100 x
-    512 x 3,260 every elementwise pass costs as much as a tenth of the decoder matmul: forward is
-    max, exp and sum over one buffer; backward rescales that buffer in place and scatters the
-    sparse corrections. The input items' terms are removed from the exponential sum by subtracting
+    512 x 3,260 every elementwise pass costs as much as a tenth of the decoder matmul: max, exp and
+    sum over one buffer. The input items' terms are removed from the exponential sum by subtracting
     the gathered terms (the same float32 values, so they cancel to rounding) and adding 1 each.
+    (row, item) pairs are gathered as row * I + item: 1-D gathers, 4x the 2-D indexing.
     """
+    E, B, I = logits.shape
+    in_flat, gate_flat = in_rows * I + in_items, gate_rows * I + gate_items
+    shift = logits.amax(dim=2).clamp_min(0.0)  # >= the masked row's max (masked entries are 0)
+    e, total = exp_shifted_sum(logits, shift[..., None])
+    inside = e.new_zeros(E, B).index_add_(1, in_rows, e.view(E, -1).index_select(1, in_flat))
+    n_in = torch.bincount(in_rows, minlength=B).to(e.dtype)
+    masked = ((total - inside).clamp_min(0.0) + n_in * torch.exp(-shift)).clamp_min(torch.finfo(e.dtype).tiny)
+    n_gate = torch.bincount(gate_rows, minlength=B).to(e.dtype)
+    picked = e.new_zeros(E, B).index_add_(1, gate_rows, logits.reshape(E, -1).index_select(1, gate_flat))
+    return n_gate * (shift + torch.log(masked)) - picked, e, masked, n_gate, in_flat, gate_flat
+
+
+def _gate_loss_corrections_(g: Tensor, grad: Tensor, gate_rows: Tensor, in_flat: Tensor, gate_flat: Tensor) -> Tensor:
+    """The sparse part of dL/dlogits, in place on `g` (the rescaled softmax, n_b x softmax x grad):
+    input items have constant 0 logits in the masked softmax, gate items subtract grad."""
+    flat = g.view(g.shape[0], -1)
+    flat.scatter_(1, in_flat.expand(flat.shape[0], -1), 0.0)
+    flat.index_add_(1, gate_flat, -grad[:, gate_rows])  # (row, item) pairs of a CSR are unique
+    return g
+
+
+class _GateLoss(torch.autograd.Function):
+    """The gate loss (:func:`_gate_loss_terms`) with a backward that rescales the saved buffer and
+    scatters the sparse corrections."""
 
     @staticmethod
     def forward(ctx, logits, in_rows, in_items, gate_rows, gate_items):
-        E, B, _ = logits.shape
-        shift = logits.amax(dim=2).clamp_min(0.0)  # >= the masked row's max (masked entries are 0)
-        e, total = exp_shifted_sum(logits, shift[..., None])
-        inside = e.new_zeros(E, B).index_add_(1, in_rows, e[:, in_rows, in_items])
-        n_in = torch.bincount(in_rows, minlength=B).to(e.dtype)
-        masked = ((total - inside).clamp_min(0.0) + n_in * torch.exp(-shift)).clamp_min(torch.finfo(e.dtype).tiny)
-        n_gate = torch.bincount(gate_rows, minlength=B).to(e.dtype)
-        picked = e.new_zeros(E, B).index_add_(1, gate_rows, logits[:, gate_rows, gate_items])
-        ctx.save_for_backward(e, masked, n_gate, in_rows, in_items, gate_rows, gate_items)
-        return n_gate * (shift + torch.log(masked)) - picked
+        loss, e, masked, n_gate, in_flat, gate_flat = _gate_loss_terms(logits, in_rows, in_items, gate_rows, gate_items)
+        ctx.save_for_backward(e, masked, n_gate, in_flat, gate_rows, gate_flat)
+        return loss
 
     @staticmethod
     def backward(ctx, grad):
-        e, masked, n_gate, in_rows, in_items, gate_rows, gate_items = ctx.saved_tensors
+        e, masked, n_gate, in_flat, gate_rows, gate_flat = ctx.saved_tensors
         g = e * (grad * n_gate / masked)[..., None]  # softmax of the masked row, times n_b
-        g[:, in_rows, in_items] = 0.0  # input items: constant 0 logits in the masked softmax
-        g[:, gate_rows, gate_items] -= grad[:, gate_rows]  # (row, item) pairs of a CSR are unique
-        return g, None, None, None, None
+        return _gate_loss_corrections_(g, grad, gate_rows, in_flat, gate_flat), None, None, None, None
 
 
 class _MixtureHead(torch.autograd.Function):
     """(out [B, I], gate [E, B]) from the experts' logits [E, B, I]: gate = softmax_e(1 / L_e) with
-    L the gate loss of :class:`_GateLoss`, out = sum_e gate_e * logits_e -- the gate and the
-    mixture in one function, so that backward writes the logits' gradient once.
+    L the gate loss, out = sum_e gate_e * logits_e -- the gate and the mixture in one function, so
+    that backward writes the logits' gradient once.
 
     Autograd would add two [E, B, I] gradients (the mixture's gate * grad_out, built as a
     batched outer product, and the gate loss's rescaled softmax) and copy between them: five
@@ -94,17 +110,8 @@ class _MixtureHead(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, in_rows, in_items, gate_rows, gate_items):
-        E, B, I = logits.shape
-        in_flat, gate_flat = in_rows * I + in_items, gate_rows * I + gate_items
-        shift = logits.amax(dim=2).clamp_min(0.0)
-        e, total = exp_shifted_sum(logits, shift[..., None])
-        inside = e.new_zeros(E, B).index_add_(1, in_rows, e.view(E, -1).index_select(1, in_flat))
-        n_in = torch.bincount(in_rows, minlength=B).to(e.dtype)
-        masked = ((total - inside).clamp_min(0.0) + n_in * torch.exp(-shift)).clamp_min(torch.finfo(e.dtype).tiny)
-        n_gate = torch.bincount(gate_rows, minlength=B).to(e.dtype)
-        picked = e.new_zeros(E, B).index_add_(1, gate_rows, logits.view(E, -1).index_select(1, gate_flat))
-        loss = n_gate * (shift + torch.log(masked)) - picked
-        has = (n_gate > 0)[None, :].expand(E, B)
+        loss, e, masked, n_gate, in_flat, gate_flat = _gate_loss_terms(logits, in_rows, in_items, gate_rows, gate_items)
+        has = (n_gate > 0)[None, :].expand_as(loss)
         live = has & (loss > 1e-12)  # where 1 / clamp(L, 1e-12) depends on L
         inv = torch.where(has, 1.0 / loss.clamp_min(1e-12), 0.0)
         gate = torch.softmax(inv, dim=0)
@@ -123,9 +130,7 @@ class _MixtureHead(torch.autograd.Function):
         g_inv = gate * (g_gate - (gate * g_gate).sum(dim=0, keepdim=True))  # softmax over experts
         g_loss = torch.where(live, -g_inv / loss.square(), 0.0)
         g = e.mul_((g_loss * n_gate / masked)[..., None])  # the masked softmax times n_b; e not needed again
-        flat = g.view(g.shape[0], -1)  # (row, item) -> row * I + item: 1-D gathers, 4x the 2-D indexing
-        flat.scatter_(1, in_flat.expand(flat.shape[0], -1), 0.0)
-        flat.index_add_(1, gate_flat, -g_loss[:, gate_rows])  # (row, item) pairs of a CSR are unique
+        _gate_loss_corrections_(g, g_loss, gate_rows, in_flat, gate_flat)
         g.addcmul_(gate[..., None], grad_out[None])  # the mixture's own path
         return g, None, None, None, None
 
