@@ -42,6 +42,13 @@ def backward_kind() -> str:
     return kind
 
 
+def replaces_backward(weight: Tensor, values: Tensor) -> bool:
+    """Whether this call records a gradient for `weight` (only) that our backward computes, rather
+    than embedding_bag's own (no gradient recorded, gradients for the values, or the switch)."""
+    return (weight.requires_grad and torch.is_grad_enabled() and not values.requires_grad
+            and backward_kind() == "spmm")
+
+
 def _csr(crow: Tensor, col: Tensor, val: Tensor, shape: tuple[int, int]) -> Tensor:
     with warnings.catch_warnings():  # "sparse CSR support is in beta": the product used here is stable
         warnings.simplefilter("ignore")
@@ -78,8 +85,7 @@ def grouped_bag_matmul(weight: Tensor, rows: Tensor, items: Tensor, offsets: Ten
     ([groups * n_items, d]); see :class:`_GroupedDense`."""
     b = n_rows // groups
     index = (rows // b) * n_items + items if groups > 1 else items
-    if (values.requires_grad or not (weight.requires_grad and torch.is_grad_enabled())
-            or backward_kind() == "embedding_bag"):
+    if not replaces_backward(weight, values):
         return F.embedding_bag(index, weight, offsets, mode="sum", per_sample_weights=values)
     if items.numel() < DENSE_BACKWARD_DENSITY * n_rows * n_items:  # too sparse: the dense product would waste
         return bag_matmul(weight, index, offsets, values, rows)
@@ -116,8 +122,7 @@ def bag_matmul(weight: Tensor, index: Tensor, offsets: Tensor, values: Tensor, b
     layout (`offsets`: where each bag starts). `transpose`: Aᵀ's CSR if the caller has it.
     Gradients reach `weight` only (the entry values are data). `bag` (each entry's bag) is needed
     only when gradients are recorded and `transpose` is not given."""
-    if (values.requires_grad or not (weight.requires_grad and torch.is_grad_enabled())
-            or backward_kind() == "embedding_bag"):
+    if not replaces_backward(weight, values):
         return F.embedding_bag(index, weight, offsets, mode="sum", per_sample_weights=values)
     if transpose is None:
         crow, order = transpose_order(index, weight.shape[0])

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from recsys.errors import DataError
 from recsys.training.compile import exp_shifted_sum
 from recsys.training.batches import SparseRows
-from recsys.training.sparse_input import bag_matmul, grouped_bag_matmul, transpose_order
+from recsys.training.sparse_input import bag_matmul, grouped_bag_matmul, replaces_backward, transpose_order
 
 
 class ExpertBank(nn.Module):
@@ -119,7 +119,7 @@ class ExpertBank(nn.Module):
             if self.training and self.dropout > 0:
                 vals = F.dropout(vals, self.dropout, True)
             transpose = None
-            if torch.is_grad_enabled() and self.w_in.requires_grad:
+            if replaces_backward(weight, vals):
                 # Aᵀ is block-diagonal with E copies of the batch's transpose: sort nnz, not E x nnz
                 crow, order = transpose_order(rows.indices, I)
                 col = rows.row_ids[order]
