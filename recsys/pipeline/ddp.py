@@ -45,12 +45,7 @@ def prepare(dataset: str, protocol: str, *, output_dir, data_dir: str | None = N
     from recsys.pipeline.preprocess import load_saved_split
 
     if split_dir:  # the split says its protocol; --protocol, when given, must match it
-        if not protocol:
-            from recsys.protocols.split import _META_FILE
-
-            meta = Path(split_dir) / _META_FILE
-            protocol = json.loads(meta.read_text()).get("protocol", "") if meta.is_file() else ""
-        return load_saved_split(split_dir, protocol, dataset)
+        return load_saved_split(split_dir, protocol or None, dataset)
     settings = pt.load_settings(dataset)
     section = pt.protocol_settings(settings, protocol or None, "multvae")  # the protocol and its parameters
     return pt.prepare(dataset, section, data_dir=data_dir, output_dir=output_dir)

@@ -111,10 +111,10 @@ def prepare_split(
     return PreparedSplit(split=split, path=Path(path), sha256=sha256_dir(path), stats=stats)
 
 
-def load_saved_split(path: str | os.PathLike, protocol: str, dataset: str) -> PreparedSplit:
+def load_saved_split(path: str | os.PathLike, protocol: str | None, dataset: str) -> PreparedSplit:
     """A split saved earlier (the preprocess flow's ``split`` folder) instead of a new one: every
     file's sha256 is checked (:meth:`recsys.protocols.Split.load`) and its protocol must be the
-    stage's `protocol`."""
+    stage's `protocol` (None: any protocol; the split's own is used)."""
     from recsys.errors import DataError
     from recsys.protocols import Split
 
@@ -123,7 +123,7 @@ def load_saved_split(path: str | os.PathLike, protocol: str, dataset: str) -> Pr
         raise DataError(f"--split-dir {path}: not a folder; pass the folder a preprocess run saved "
                         f"(it holds split.json), e.g. outputs/splits/<dataset>/<protocol>/<run id>")
     split = Split.load(path)
-    if split.protocol != protocol:
+    if protocol is not None and split.protocol != protocol:
         raise DataError(f"--split-dir {path}: a {split.protocol} split, this run evaluates on {protocol}; "
                         f"pass --protocol {split.protocol} or a {protocol} split")
     stats = split_stats(split, dataset=dataset, threshold=split.meta.get("threshold"),
