@@ -300,6 +300,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default=str(HERE / "results" / "bound_cpu.json"))
     a = ap.parse_args()
+    from recsys.io import write_json
     if not os.environ.get("RECSYS_DATA_HOME"):
         sys.exit("set RECSYS_DATA_HOME to the folder holding ml-1m/")
     if a.threads:
@@ -332,9 +333,7 @@ def main() -> None:
             comp = f", compile {r['compile_seconds']:.1f} s once" if r.get("compile_seconds") else ""
             print(f"{w:9s} {v:15s} {r['seconds']:8.3f} s  bound {r['bound_seconds']:7.3f} s  x{r['x_bound']:.2f}{comp}",
                   flush=True)
-            tmp = Path(a.out).with_suffix(".tmp")
-            tmp.write_text(json.dumps(report, indent=1))
-            tmp.replace(a.out)
+            write_json(a.out, report, indent=1)
     print("\n| workload | bound s | " + " | ".join(f"{v} s (x bound)" for v in variants) + " | before / after |")
     print("|---|---|" + "---|" * len(variants) + "---|")
     for w in workloads:

@@ -62,6 +62,8 @@ def main() -> None:
     p.add_argument("--checkpoints", action="store_true")
     p.add_argument("--out", type=Path, default=RESULTS)
     a = p.parse_args()
+    from recsys.io import write_json
+
     rows = {"before": [], "after": [], "after_checkpoints": []}
     for r in range(a.rounds):
         rows["before"].append(child(a.before_src, a.epochs, a.threads, "-"))
@@ -79,10 +81,7 @@ def main() -> None:
               "same_final_loss": all(b["loss"] == f["loss"] for b, f in zip(rows["after"], rows["before"])),
               "runs": rows}
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=1))
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = a.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp, a.out)
+    write_json(a.out, result, indent=1)
 
 
 if __name__ == "__main__":

@@ -70,6 +70,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=RESULTS)
     a = p.parse_args()
+    from recsys.io import write_json
+
     rows = []
     for n in a.items:
         for m in a.methods:
@@ -86,10 +88,7 @@ def main() -> None:
                   f"({unit:.2f} GiB)  {r['seconds']:.0f} s", flush=True)
     result = {"what": "peak host RSS per tail method, synthetic 27,341 x I, 280,706 interactions, quick-profile "
                       "learner (batch 1024), fused in-place SGD", "epochs": a.epochs, "threads": a.threads, "rows": rows}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = a.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp, a.out)
+    write_json(a.out, result, indent=1)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ def main() -> None:
     ap.add_argument("--max-seconds", type=float, default=600.0)
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
+    from recsys.io import write_json
+
     import torch
 
     torch.set_num_threads(a.threads)
@@ -55,9 +57,7 @@ def main() -> None:
                                   "best_epoch": r["best_epoch"], "train_seconds": r["train_seconds"],
                                   "wall_seconds": round(time.perf_counter() - t, 1)}
         print(f"{name}: test {r['test']}  epochs {r['epochs']} best {r['best_epoch']}", flush=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=1, default=str) + "\n")
-        os.replace(tmp, path)
+        write_json(path, record, indent=1)
 
 
 if __name__ == "__main__":

@@ -108,6 +108,8 @@ def main() -> None:
     ap.add_argument("--stages", default=",".join(STAGES))
     ap.add_argument("--stage", default=None, help=argparse.SUPPRESS)  # child: run one stage, print JSON
     args = ap.parse_args()
+    from recsys.io import write_json
+
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     if args.stage:
@@ -134,9 +136,7 @@ def main() -> None:
         result["wall_seconds"] = time.perf_counter() - t0
         record["stages"][name] = result
         print(f"{name}: {result['seconds']:.1f} s, peak RSS {result['peak_rss_gib']:.2f} GiB  {result}", flush=True)
-        tmp = out_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, out_path)
+        write_json(out_path, record, indent=1)
 
 
 if __name__ == "__main__":
