@@ -34,6 +34,7 @@ from recsys.training.batches import as_csr
 from recsys.training.device import keep_freed_cpu_memory, pick_device
 from recsys.training.compile import COMPILE
 from recsys.training.compile import resolve as resolve_compile
+from recsys.training.cost import DataShape, EpochCost
 from recsys.training.loop import PROGRESS, Job, LoopResult, LoopSettings
 from recsys.training.loop import run as run_loop
 
@@ -194,6 +195,14 @@ class Model:
         interpreter with torch and a few copies of the sparse data; models with large dense state
         override it with their own formula."""
         return BASE_PROCESS_BYTES + 48 * int(nnz) + 8 * 4 * 1024 * int(n_items)
+
+    @classmethod
+    def epoch_cost(cls, config: ModelConfig, shape: DataShape) -> EpochCost:
+        """FLOPs, bytes and steps of one training epoch (one fit for closed-form models) on data
+        of `shape`, from the model's layer shapes (:mod:`recsys.training.cost`; checked against
+        measured runs in ``benchmarks/cost_model.py``)."""
+        raise NotImplementedError(f"{cls.__name__} has no cost formula (recsys.training.cost); "
+                                  f"the stages with one are listed in docs/benchmarks.md")
 
     # ---- persistence ------------------------------------------------------------------------
     def _state_names(self) -> list[str]:

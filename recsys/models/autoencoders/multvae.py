@@ -32,6 +32,7 @@ Upstream-compatibility switches (default off):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,8 @@ from recsys.models.base import IterativeConfig, IterativeModel, ItemScorer, chec
 from recsys.checks import check_bool, check_float, check_int
 from recsys.training import distributed
 from recsys.training.batches import SparseRows, as_csr, iterate_rows
+from recsys.training.cost import (ADAM_STATE, CUDA_CONTEXT_BYTES, F32, DataShape, EpochCost, adam_traffic,
+                                  dense_layer_flops, sparse_input_flops)
 from recsys.training.sparse_input import grouped_bag_matmul
 from recsys.training.loop import Job
 from recsys.training.seed import seed_everything
@@ -317,6 +320,33 @@ class MultVAE(IterativeModel, ItemScorer):
         self.best_epoch_ = result.best_epoch if result.best_epoch is not None else len(self.history_)
         self.update_count_ = counters["update_count"]
         return self
+
+    @classmethod
+    def epoch_cost(cls, config: MultVAEConfig, shape: DataShape) -> EpochCost:
+        """Every training user once, in batches: the sparse input layer (I x d1), the dense encoder
+        and decoder layers, and the [batch, I] logits with their log-softmax; Adam over all weights.
+        Host / device peak: the weights with gradient, two moments and the loop's best copy, about
+        four [batch, I] float32 blocks (logits, their gradient, the softmax, the densified batch of
+        the dense backward), and the CSR data."""
+        from recsys.models.base import BASE_PROCESS_BYTES
+
+        c, n, i = config, shape.n_users, shape.n_items
+        enc_out = [*c.enc_dims[:-1], c.enc_dims[-1] * (2 if c.variational else 1)]
+        dec = [c.enc_dims[-1], *reversed(c.enc_dims[:-1]), i]
+        layers = list(zip(enc_out[:-1], enc_out[1:])) + list(zip(dec[:-1], dec[1:]))
+        params = (i + 1) * enc_out[0] + sum((a + 1) * b for a, b in layers)
+        steps = math.ceil(n / c.batch_size)
+        inp_dense, inp_sparse = sparse_input_flops(shape.nnz, n, i, enc_out[0])
+        hidden = sum(dense_layer_flops(n, a, b) for a, b in layers)
+        block = F32 * min(c.batch_size, n) * i
+        weights = (ADAM_STATE + 1) * F32 * params  # + the best epoch's copy
+        host = BASE_PROCESS_BYTES + weights + 4 * block + 12 * shape.nnz + 8 * n
+        device = CUDA_CONTEXT_BYTES + weights + 4 * block
+        traffic = steps * (adam_traffic(params) + 3 * F32 * params) + 8 * F32 * n * i
+        return EpochCost(flops=inp_dense + inp_sparse + hidden, dense_flops=inp_dense + hidden, host_bytes=host,
+                         device_bytes=device, traffic_bytes=traffic, steps=steps, params=params,
+                         terms={"input_layer": inp_dense + inp_sparse, "dense_layers": hidden,
+                                "logits_block_bytes": block})
 
     def _rows(self, rows: sp.csr_matrix) -> SparseRows:
         return SparseRows.from_csr(self._fitted_rows(rows), self.device)

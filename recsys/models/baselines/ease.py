@@ -22,6 +22,7 @@ from recsys.errors import DataError
 from recsys.models.base import ItemScorer, ModelConfig
 from recsys.checks import check_choice, check_float
 from recsys.training.batches import SparseRows, as_csr
+from recsys.training.cost import CUDA_CONTEXT_BYTES, DataShape, EpochCost
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -107,6 +108,21 @@ class EASE(ItemScorer):
         width = 4 if config.dtype == "float32" else 8
         gram = min(n_items * n_items, 60 * nnz) * 12
         return super().peak_memory(config, n_users, n_items, nnz) + width * n_items * n_items + gram
+
+    @classmethod
+    def epoch_cost(cls, config: EASEConfig, shape: DataShape) -> EpochCost:
+        """The one fit: the sparse Gram matrix (2 FLOPs per co-occurring pair of a user's items),
+        Cholesky factorisation (I^3 / 3) and inverse from it (2 I^3 / 3) in place, one scaling pass.
+        Host peak: :meth:`peak_memory`; on a GPU the Gram, factor and inverse (3 I x I)."""
+        i = shape.n_items
+        width = 4 if config.dtype == "float32" else 8
+        dense = float(i) ** 3
+        sparse = 2.0 * shape.pairs
+        return EpochCost(flops=dense + sparse, dense_flops=dense,
+                         host_bytes=cls.peak_memory(config, shape.n_users, i, shape.nnz),
+                         device_bytes=CUDA_CONTEXT_BYTES + 3 * width * i * i,
+                         traffic_bytes=6.0 * width * i * i, steps=1, params=i * i,
+                         terms={"gram": sparse, "cholesky_and_inverse": dense})
 
     def _n_items(self) -> int:
         return self.B_.shape[0]
