@@ -103,26 +103,29 @@ class EASE(ItemScorer):
 
     @classmethod
     def peak_memory(cls, config, n_users: int, n_items: int, nnz: int) -> int:
-        """One I x I matrix on the CPU (the in-place inverse; four on a GPU), the sparse Gram matrix
-        (at most I^2 entries of 12 bytes) and scoring blocks."""
-        width = 4 if config.dtype == "float32" else 8
-        gram = min(n_items * n_items, 60 * nnz) * 12
-        return super().peak_memory(config, n_users, n_items, nnz) + width * n_items * n_items + gram
+        """:meth:`epoch_cost`'s host peak for data of these sizes."""
+        return int(cls.epoch_cost(config, DataShape(n_users, n_items, nnz)).host_bytes)
 
     @classmethod
     def epoch_cost(cls, config: EASEConfig, shape: DataShape) -> EpochCost:
         """The one fit: the sparse Gram matrix (2 FLOPs per co-occurring pair of a user's items),
         Cholesky factorisation (I^3 / 3) and inverse from it (2 I^3 / 3) in place, one scaling pass.
-        Host peak: :meth:`peak_memory`; on a GPU the Gram, factor and inverse (3 I x I)."""
+        Host peak: the interpreter, the CSR data, and the larger of (the Gram's product and its
+        dtype copy) and (the Gram beside the dense I x I it becomes; the solve is in place). The
+        Gram's entries are bounded by min(I^2, co-occurring pairs), an upper bound: pairs repeat
+        across users. On a GPU: the Gram, factor and inverse (3 I x I)."""
+        from recsys.models.base import BASE_PROCESS_BYTES
+
         i = shape.n_items
         width = 4 if config.dtype == "float32" else 8
         dense = float(i) ** 3
         sparse = 2.0 * shape.pairs
-        return EpochCost(flops=dense + sparse, dense_flops=dense,
-                         host_bytes=cls.peak_memory(config, shape.n_users, i, shape.nnz),
+        gram = (4 + width) * min(float(i) * i, shape.pairs)  # CSR: int32 column + value per entry
+        host = BASE_PROCESS_BYTES + 12 * shape.nnz + max(2 * gram, width * i * i + gram)
+        return EpochCost(flops=dense + sparse, dense_flops=dense, host_bytes=host,
                          device_bytes=CUDA_CONTEXT_BYTES + 3 * width * i * i,
                          traffic_bytes=6.0 * width * i * i, steps=1, params=i * i,
-                         terms={"gram": sparse, "cholesky_and_inverse": dense})
+                         terms={"gram": sparse, "cholesky_and_inverse": dense, "gram_bytes_bound": gram})
 
     def _n_items(self) -> int:
         return self.B_.shape[0]
