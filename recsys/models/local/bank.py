@@ -255,3 +255,47 @@ class BankAdam:
         if params:
             adam_step(params, grads, ms, vs, [], steps, fused=True, amsgrad=False, beta1=self.betas[0],
                       beta2=self.betas[1], lr=self.lr, weight_decay=self.weight_decay, eps=self.eps, maximize=False)
+
+
+# ---- cost formulas (recsys.training.cost) ------------------------------------------------------
+
+
+def bank_params(n_experts: int, n_items: int, hidden: int) -> int:
+    """Parameters of an E-expert bank I -> H -> I: w_in [E, I, 2H], b_in [E, 2H], w_out [E, H, I], b_out [E, I]."""
+    return int(n_experts) * (3 * hidden * n_items + 2 * hidden + n_items)
+
+
+def shared_bank_epoch(n_experts: int, n_users: int, nnz: float, n_items: int, hidden: int, batch_size: int, *,
+                      head_dense_per_entry: float = 0.0, passes: float = 8.0, blocks: float = 2.0):
+    """One epoch of an E-expert bank on the shared layout (every expert reads each batch of
+    `batch_size` of `n_users` rows holding `nnz` entries), Adam over every expert each step.
+
+    FLOPs: encoder 3 x 2 E nnz 2H, all sparse (embedding_bag forward, sparse-product backward: the
+    shared layout never takes the dense backward); decoder baddbmm 2 E n H I forward, twice that
+    backward (dense); `head_dense_per_entry` x E n I more dense FLOPs for a head over the
+    [E, B, I] logits (TALL's mixture: 4). Traffic: `passes` passes over the [E, B, I] logits per
+    step, Adam over the whole bank, w_out read three times, w_in's gradient zero-filled and written.
+    Returns the EpochCost with host / device bytes of the bank alone (weights, gradient, two
+    moments, `blocks` [E, B, I] float32 blocks, the encoder's E x nnz_batch index copies); the
+    caller adds the process, its data and its own state.
+    """
+    from recsys.training.cost import F32, ADAM_STATE, EpochCost, adam_traffic, dense_layer_flops
+
+    E, n, I, H = int(n_experts), int(n_users), int(n_items), int(hidden)
+    b = min(batch_size, n)
+    steps = math.ceil(n / batch_size)
+    params = bank_params(E, I, H)
+    encoder = 3 * 2.0 * E * nnz * 2 * H
+    decoder = dense_layer_flops(E * n, H, I)
+    head = head_dense_per_entry * E * n * I
+    block = F32 * E * b * I
+    nnz_b = nnz * b / max(n, 1)
+    index_bytes = E * nnz_b * (8 + 8 + 4 + 8 + 4) + 8 * E * I  # flat idx, offsets, values, Aᵀ col / val / crow
+    state = ADAM_STATE * F32 * params
+    peak = state + blocks * block + index_bytes + F32 * E * b * 2 * H * 4
+    traffic = steps * (passes * block + adam_traffic(params) + 3 * F32 * E * H * I + 2 * F32 * E * I * 2 * H) \
+        + 3 * F32 * E * nnz * 2 * H
+    return EpochCost(flops=encoder + decoder + head, dense_flops=decoder + head, host_bytes=peak, device_bytes=peak,
+                     traffic_bytes=traffic, steps=steps, params=params,
+                     terms={"encoder_sparse_flops": encoder, "decoder_flops": decoder, "head_flops": head,
+                            "logits_block_bytes": block, "bank_state_bytes": state})

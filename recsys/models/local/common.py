@@ -19,6 +19,7 @@ from recsys.models.base import IterativeConfig, IterativeModel, ItemScorer
 from recsys.checks import check_bool, check_float, check_int
 from recsys.models.local.bank import BankAdam, ExpertBank, bank_kl, bank_nll, weighted_mean
 from recsys.training.batches import SparseRows, as_csr, iterate_rows
+from recsys.training.cost import CUDA_CONTEXT_BYTES, DataShape, EpochCost
 from recsys.training.loop import ExpertStopping, Job, tensor_digest
 from recsys.training.seed import seed_everything
 
@@ -163,6 +164,32 @@ class LocalModel(IterativeModel, ItemScorer):
         self.local_ = ExpertBank.concat(banks)
         self.history_ += [h for p in parts for h in p["history"]]
         self.best_epoch_ = None
+
+    # ---- cost formulas (recsys.training.cost) ----------------------------------------------
+    @classmethod
+    def one_off_cost(cls, config: "BankConfig", shape: DataShape) -> EpochCost:
+        """The work of ``fit`` outside the main loop's epochs (a base / global model's training for
+        ``config.epochs`` epochs, neighbourhoods, anchors, final scoring); none by default. A fit of
+        n main-loop epochs costs ``one_off_cost + epoch_cost.times(n)``; ``epoch_cost``'s terms
+        repeat its FLOPs as ``one_off_flops`` / ``one_off_dense_flops``."""
+        from recsys.models.base import BASE_PROCESS_BYTES
+
+        return EpochCost(0.0, 0.0, BASE_PROCESS_BYTES, CUDA_CONTEXT_BYTES, 0.0, 0, 0)
+
+    @classmethod
+    def fit_cost(cls, config: "BankConfig", shape: DataShape, epochs: float | None = None) -> EpochCost:
+        """One fit: the one-off phases plus `epochs` (default the config's) main-loop epochs."""
+        n = config.epochs if epochs is None else epochs
+        return cls.one_off_cost(config, shape) + cls.epoch_cost(config, shape).times(n)
+
+    @staticmethod
+    def _with_one_off(cost: EpochCost, one_off: EpochCost) -> EpochCost:
+        from dataclasses import replace
+
+        return replace(cost, terms={**cost.terms, "one_off_flops": one_off.flops,
+                                    "one_off_dense_flops": one_off.dense_flops,
+                                    "one_off_host_bytes": one_off.host_bytes, **{
+                                        f"one_off_{k}": v for k, v in one_off.terms.items()}})
 
     def _new_bank(self, n_experts: int) -> ExpertBank:
         c = self.config

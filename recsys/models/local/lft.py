@@ -18,8 +18,9 @@ steps (:class:`BankAdam`), exactly as it would alone.
 from __future__ import annotations
 
 import logging
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -28,11 +29,13 @@ from torch import Tensor
 
 from recsys.errors import ConfigError, DataError
 from recsys.checks import check_float, check_int
-from recsys.models.local.bank import BankAdam, ExpertBank, bank_kl, bank_nll, weighted_mean
+from recsys.models.local.bank import BankAdam, ExpertBank, bank_kl, bank_nll, bank_params, weighted_mean
 from recsys.models.local.common import BankConfig, LocalModel, bank_scores
 from recsys.models.local.neighbourhoods import enlft_anchors, local_sets, smoothed_rows
 from recsys.models.local.wl import WL
 from recsys.training.batches import SparseRows
+from recsys.training.cost import (ADAM_STATE, CUDA_CONTEXT_BYTES, F32, DataShape, EpochCost, adam_traffic,
+                                  dense_layer_flops, sparse_input_flops)
 from recsys.training.loop import Job, WorkProgress
 from recsys.training.seed import seed_everything
 
@@ -177,6 +180,67 @@ class _FineTuned(LocalModel):
         return bank
 
 
+def finetune_epoch_cost(config: LFTConfig, shape: DataShape, n_copies: int, local_size: float | None,
+                        keep_banks: bool) -> EpochCost:
+    """One local epoch of `n_copies` fine-tuned copies, ``group`` at a time (grouped layout): each
+    copy runs ceil(s / B) steps of B = ``local_batch_size`` rows (padding rows included) over its
+    local set of s users (default: the cap, min(max_local, U)). Dense FLOPs: decoder 6 B H I per
+    copy-step, and the encoder's batched dense backward 2 B I 2H where a step's rows are at least
+    1 % dense (a last, short step usually is not: sparse). `keep_banks`: EnLFT keeps the finished
+    copies (and concatenates them at the end)."""
+    from recsys.models.base import BASE_PROCESS_BYTES
+
+    c, n, I, H, B = config, shape.n_users, shape.n_items, config.hidden, config.local_batch_size
+    s = min(c.max_local, n) if local_size is None else float(local_size)
+    s = max(min(s, n), min(c.min_local, n))
+    full, rem = divmod(int(math.ceil(s)), B)
+    per_copy_steps = full + (rem > 0)
+    L = shape.mean_len
+    enc_dense = enc_sparse = 0.0
+    for rows, k in ((B, full), (rem, 1 if rem else 0)):
+        d, sp_ = sparse_input_flops(rows * L, B, I, 2 * H)
+        enc_dense, enc_sparse = enc_dense + k * d, enc_sparse + k * sp_
+    decoder = dense_layer_flops(B * per_copy_steps, H, I)
+    C = int(n_copies)
+    G = min(c.group, C)
+    groups = math.ceil(C / max(G, 1))
+    p1 = bank_params(1, I, H)
+    block = F32 * G * B * I
+    state = ADAM_STATE * F32 * G * p1
+    step_bytes = state + 3 * block + F32 * G * B * 2 * H * 4 + 40 * G * B * L
+    data = 48 * shape.nnz + 12 * shape.nnz + 16 * n  # the split's matrices and the padded copy of train
+    sets = 8 * C * s
+    kept = F32 * 2 * C * p1 if keep_banks else 0.0
+    host = BASE_PROCESS_BYTES + data + F32 * p1 + sets + max(step_bytes + kept / 2, kept)
+    traffic = C * per_copy_steps * (8 * F32 * B * I + adam_traffic(p1) + 3 * F32 * H * I + 2 * F32 * I * 2 * H)
+    return EpochCost(flops=C * (decoder + enc_dense + enc_sparse), dense_flops=C * (decoder + enc_dense),
+                     host_bytes=host, device_bytes=CUDA_CONTEXT_BYTES + F32 * p1 + step_bytes + kept,
+                     traffic_bytes=traffic, steps=groups * per_copy_steps, params=(C + 1) * p1,
+                     terms={"decoder_flops": C * decoder, "encoder_dense_flops": C * enc_dense,
+                            "encoder_sparse_flops": C * enc_sparse, "local_size": s, "steps_per_copy": per_copy_steps,
+                            "logits_block_bytes": block, "group_state_bytes": state, "local_sets_bytes": sets})
+
+
+def finetune_one_off(config: LFTConfig, shape: DataShape, query_users: int, anchors: int = 0) -> EpochCost:
+    """The base model (WL, ``epochs`` epochs, its mainstream scores), the smoothed rows (Jaccard of
+    every user pair, sparse), the cosine similarities of the smoothed rows for the `query_users`
+    whose local sets are built (and, for EnLFT, every user's row sum and each anchor's column).
+    The smoothed matrix's fill is estimated as (1 + min_neighbours) x nnz, at most U x I."""
+    from recsys.models.local.wl import mainstream_cost
+
+    c, n = config, shape.n_users
+    base = WL.like(c, exponent=c.base_exponent)
+    phase = WL.one_off_cost(base.config, shape) + WL.epoch_cost(base.config, shape).times(c.epochs)
+    nnz_s = min(float(n) * shape.n_items, (1 + c.min_neighbours) * shape.nnz)
+    smooth = mainstream_cost(shape)
+    cosine = 2.0 * nnz_s * (query_users + (n + anchors if anchors else 0))
+    blocks = 3 * F32 * min(1024, n) * n + 12 * nnz_s + F32 * n * anchors * 3
+    extra = EpochCost(smooth.flops + cosine, 0.0, smooth.host_bytes + blocks, smooth.device_bytes + blocks,
+                      traffic_bytes=smooth.traffic_bytes + 3 * F32 * n * query_users, steps=0, params=0,
+                      terms={"smoothing_sparse_flops": smooth.flops, "cosine_sparse_flops": cosine, "smoothed_nnz": nnz_s})
+    return replace(phase, terms={"base_flops": phase.flops, "base_dense_flops": phase.dense_flops}) + extra
+
+
 class LFT(_FineTuned):
     """Learned state adds ``base_`` (the WL bank), ``smoothed_`` and ``scores_`` [U, I] float32
     (each user's logits from its own fine-tuned copy; NaN rows for users not fine-tuned yet)."""
@@ -186,6 +250,27 @@ class LFT(_FineTuned):
 
     def _init_modules(self) -> None:
         self.base_ = self._new_bank(1)
+
+    @classmethod
+    def epoch_cost(cls, config: LFTConfig, shape: DataShape, local_size: float | None = None) -> EpochCost:
+        """One local epoch of every user's fine-tuned copy (:func:`finetune_epoch_cost`; a fit runs
+        ``local_epochs`` of them after :meth:`one_off_cost`). Dominated by the decoders over the
+        padded groups, 6 U ceil(s / B) B H I. Host: the process, the data, one group's bank with
+        Adam and three [group, B, I] blocks, the local sets (8 U s bytes) -- and at the end of fit
+        the scores: ``scores_`` and the shard's output, 2 x U x I float32 (a |U| x |I| host term)."""
+        cost = finetune_epoch_cost(config, shape, shape.n_users, local_size, keep_banks=False)
+        scores = 2 * F32 * shape.n_users * shape.n_items
+        cost = replace(cost, host_bytes=cost.host_bytes + scores, terms={**cost.terms, "scores_bytes": scores})
+        return cls._with_one_off(cost, cls.one_off_cost(config, shape))
+
+    @classmethod
+    def one_off_cost(cls, config: LFTConfig, shape: DataShape) -> EpochCost:
+        """:func:`finetune_one_off` for every user, plus the final scoring of each user by its copy
+        (2 U H I dense FLOPs: one decoder row per copy)."""
+        phase = finetune_one_off(config, shape, shape.n_users)
+        score = 2.0 * shape.n_users * config.hidden * shape.n_items
+        return replace(phase, flops=phase.flops + score, dense_flops=phase.dense_flops + score,
+                       terms={**phase.terms, "scoring_flops": score})
 
     @torch.no_grad()
     def finetune_users(self, users: np.ndarray) -> np.ndarray:
@@ -277,6 +362,20 @@ class EnLFT(_FineTuned):
 
     def merge_shards(self, parts: list[dict]) -> None:
         self._merge_banks(parts)
+
+    @classmethod
+    def epoch_cost(cls, config: EnLFTConfig, shape: DataShape, local_size: float | None = None) -> EpochCost:
+        """One local epoch of the ``n_anchors`` anchors' copies (:func:`finetune_epoch_cost`; a fit
+        runs ``local_epochs`` of them after :meth:`one_off_cost`): 6 A ceil(s / B) B H I decoder
+        FLOPs. Host: one group's bank with Adam, the finished copies and their concatenation."""
+        cost = finetune_epoch_cost(config, shape, min(config.n_anchors, shape.n_users), local_size, keep_banks=True)
+        return cls._with_one_off(cost, cls.one_off_cost(config, shape))
+
+    @classmethod
+    def one_off_cost(cls, config: EnLFTConfig, shape: DataShape) -> EpochCost:
+        """:func:`finetune_one_off` for the anchors (anchor selection: every user's similarity row sum)."""
+        a = min(config.n_anchors, shape.n_users)
+        return finetune_one_off(config, shape, a, anchors=a)
 
     def fit_anchors(self, which: np.ndarray | None = None) -> ExpertBank:
         """Fine-tune the copies of anchors ``anchors_[which]`` (default all): a shard's work."""

@@ -21,7 +21,8 @@ than merged).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -30,7 +31,8 @@ from torch import Tensor
 
 from recsys.errors import ConfigError
 from recsys.checks import check_choice, check_float, check_int
-from recsys.models.local.bank import ExpertBank
+from recsys.models.local.bank import ExpertBank, bank_params, shared_bank_epoch
+from recsys.training.cost import CUDA_CONTEXT_BYTES, F32, DataShape, EpochCost
 from recsys.models.local.common import BankConfig, LocalModel, bank_scores, check_valid
 from recsys.models.local.neighbourhoods import ANCHOR_METHODS, KERNELS, angular_distance, kernel, select_anchors
 from recsys.models.local.wl import WL
@@ -139,6 +141,59 @@ class LOCA(LocalModel):
         self.local_ = self.fit_locals(valid)
         self.best_epoch_ = None
         return self
+
+    # ---- cost formulas (recsys.training.cost) ----------------------------------------------
+    @classmethod
+    def epoch_cost(cls, config: LOCAConfig, shape: DataShape) -> EpochCost:
+        """One epoch of every local model: the q = ``n_local`` locals train ``chunk`` at a time as an
+        E-expert bank, each chunk passing once over *all* training users (users outside a local's
+        kernel weigh 0 but are computed), BankAdam each step. Dominated by the decoders,
+        6 q n H I dense FLOPs. Host peak: the training chunk's bank with Adam, the finished chunks'
+        weights, the [chunk, U] kernels; at the end the concatenated bank (twice q locals' weights)."""
+        from recsys.models.base import BASE_PROCESS_BYTES
+
+        c, n, I, H = config, shape.n_users, shape.n_items, config.hidden
+        q = min(c.n_local, n)
+        chunks = [min(c.chunk, q - s) for s in range(0, q, c.chunk)]
+        parts = [shared_bank_epoch(e, n, shape.nnz, I, H, c.batch_size) for e in chunks]
+        total = parts[0]
+        for p in parts[1:]:
+            total = total + p
+        p1 = bank_params(1, I, H)
+        resident = BASE_PROCESS_BYTES + 48 * shape.nnz + F32 * (p1 + n * H)  # global bank, embeddings
+        host = resident + max(part.host_bytes + F32 * (sum(chunks[:j]) * p1 + 2 * e * n) for j, (part, e) in
+                              enumerate(zip(parts, chunks)))
+        host = max(host, resident + 2 * F32 * q * p1)  # ExpertBank.concat of the chunks
+        cost = replace(total, host_bytes=host, device_bytes=CUDA_CONTEXT_BYTES + host - BASE_PROCESS_BYTES - 36 * shape.nnz,
+                       params=(q + 1) * p1, terms={**total.terms, "n_chunks": len(chunks)})
+        return cls._with_one_off(cost, cls.one_off_cost(config, shape))
+
+    @classmethod
+    def one_off_cost(cls, config: LOCAConfig, shape: DataShape) -> EpochCost:
+        """The global VAE (``epochs`` epochs of WL with exponent 0), the users' embeddings, the
+        coverage anchors (angular distance of every ``coverage_stride``-th user with every user:
+        2 (U / stride) U H dense FLOPs, a [U / stride, U] bool cover matrix: a U^2 / stride host
+        term) and each local's train / test kernels (4 q U H)."""
+        from recsys.models.base import BASE_PROCESS_BYTES
+
+        c, n, H = config, shape.n_users, config.hidden
+        q = min(c.n_local, n)
+        glob = WL.epoch_cost(WL.like(c, exponent=0.0).config, shape)
+        glob = replace(glob.times(c.epochs), terms={})
+        cand = 0
+        if c.anchor == "coverage":
+            cand = math.ceil(n / c.coverage_stride)
+            cand = cand if cand >= q else n
+        anchors = 2.0 * cand * n * H
+        kernels = 4.0 * q * n * H
+        embed = 2.0 * shape.nnz * 2 * H
+        cover = cand * n + 3 * F32 * min(2048, max(cand, 1)) * n
+        host = BASE_PROCESS_BYTES + 48 * shape.nnz + F32 * (4 * bank_params(1, shape.n_items, H) + n * H) + cover
+        phase = EpochCost(anchors + kernels + embed, anchors + kernels, host, CUDA_CONTEXT_BYTES + cover,
+                          traffic_bytes=3 * F32 * cand * n, steps=0, params=0,
+                          terms={"anchor_flops": anchors, "kernel_flops": kernels, "cover_bytes": cover,
+                                 "global_flops": glob.flops, "global_dense_flops": glob.dense_flops})
+        return glob + phase
 
     # ---- scoring ------------------------------------------------------------------------------
     @torch.no_grad()

@@ -25,7 +25,7 @@ than the per-user mean used here by default.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -36,7 +36,8 @@ from torch.autograd.function import once_differentiable
 from recsys.errors import ConfigError
 from recsys.models.autoencoders.multvae import adam, beta_at, multinomial_nll
 from recsys.checks import check_bool, check_choice, check_float, check_fraction, check_int
-from recsys.models.local.bank import bank_kl
+from recsys.models.local.bank import bank_kl, shared_bank_epoch
+from recsys.training.cost import CUDA_CONTEXT_BYTES, DataShape, EpochCost
 from recsys.models.local.common import REPORT_KS, BankConfig, LocalModel
 from recsys.training.compile import exp_shifted_sum
 from recsys.training import distributed
@@ -329,6 +330,29 @@ class TALL(LocalModel):
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch if result.best_epoch is not None else len(self.history_)
         return self
+
+    @classmethod
+    def epoch_cost(cls, config: TALLConfig, shape: DataShape) -> EpochCost:
+        """Every training user once in batches of ``batch_size`` through all E experts (shared
+        layout: sparse encoder, decoder baddbmm -> [E, B, I] logits), the gate over those logits
+        (max / exp / sum, 1 / L, softmax over experts) and the mixture einsum with its backward
+        (4 E n I dense FLOPs), one Adam step over the whole bank. Dominated by the decoder
+        (6 E n H I) and, in memory time, by about twelve passes over the [E, B, I] logits per step;
+        host / device peak: the bank with Adam (4 x E (3 H I + 2 H + I) floats) and three
+        [E, B, I] blocks (the logits, their exponentials, the mixture's scratch)."""
+        from recsys.models.base import BASE_PROCESS_BYTES
+
+        c = config
+        nnz = shape.nnz
+        if c.gate_source == "train_slice":  # ceil(fraction * n_u) of each user's items leave the input
+            nnz = max(shape.nnz - (c.gate_fraction * shape.nnz + 0.5 * shape.n_users), shape.n_users)
+        bank = shared_bank_epoch(c.n_experts, shape.n_users, nnz, shape.n_items, c.hidden, c.batch_size,
+                                 head_dense_per_entry=4.0, passes=12.0, blocks=3.0)
+        data = (48 + (64 if c.gate_source == "train_slice" else 0)) * shape.nnz + 16 * shape.n_users
+        return replace(bank, host_bytes=BASE_PROCESS_BYTES + bank.host_bytes + data,
+                       device_bytes=CUDA_CONTEXT_BYTES + bank.device_bytes,
+                       terms={**bank.terms, "mixture_flops": bank.terms["head_flops"], "input_nnz": nnz,
+                              "one_off_flops": 0.0, "one_off_dense_flops": 0.0})
 
     @property
     def uses_validation_labels(self) -> bool:

@@ -3,7 +3,7 @@ weighted up for niche (low-mainstream) users. ``exponent = 0`` gives the plain V
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -13,7 +13,9 @@ from torch import Tensor
 from recsys.errors import DataError
 from recsys.metrics.groups import mainstream_scores
 from recsys.checks import check_float
+from recsys.models.local.bank import shared_bank_epoch
 from recsys.models.local.common import BankConfig, LocalModel, bank_scores
+from recsys.training.cost import CUDA_CONTEXT_BYTES, F32, DataShape, EpochCost
 
 
 def wl_weights(ms: np.ndarray, exponent: float = 1.5) -> np.ndarray:
@@ -30,6 +32,19 @@ def wl_weights(ms: np.ndarray, exponent: float = 1.5) -> np.ndarray:
         return np.ones(len(ms))
     w = (s / top) ** exponent
     return w / w.mean()
+
+
+def mainstream_cost(shape: DataShape, block: int = 1024) -> EpochCost:
+    """Cost of :func:`recsys.metrics.groups.jaccard_blocks` over all users (mainstream scores, LFT's
+    smoothing): X [U, I] sparse times a dense [I, block] batch per block, 2 nnz U sparse FLOPs,
+    about five [block, U] float32 blocks and the dense batch."""
+    from recsys.models.base import BASE_PROCESS_BYTES
+
+    n, b = shape.n_users, min(block, shape.n_users)
+    work = 2.0 * shape.nnz * n
+    blocks = 5 * F32 * b * n + F32 * b * shape.n_items
+    return EpochCost(work, 0.0, BASE_PROCESS_BYTES + 48 * shape.nnz + blocks, CUDA_CONTEXT_BYTES + blocks + 12 * shape.nnz,
+                     traffic_bytes=5 * F32 * n * n, steps=0, params=0, terms={"jaccard_sparse_flops": work})
 
 
 @dataclass(frozen=True)
@@ -78,6 +93,29 @@ class WL(LocalModel):
     def score_users(self, users: np.ndarray) -> Tensor:
         users = self._users(users)  # first: a model that is not fitted has no train_
         return self.score(self.train_[users])
+
+    @classmethod
+    def epoch_cost(cls, config: WLConfig, shape: DataShape) -> EpochCost:
+        """Every training user once in batches through the one-expert bank (sparse encoder, dense
+        decoder, softmax over [batch, I]), BankAdam each step: Mult-VAE I -> H -> I. Host: the
+        process, the split's CSR matrices and the bank's weights, gradient and moments."""
+        from recsys.models.base import BASE_PROCESS_BYTES
+
+        c = config
+        bank = shared_bank_epoch(1, shape.n_users, shape.nnz, shape.n_items, c.hidden, c.batch_size)
+        cost = replace(bank, host_bytes=BASE_PROCESS_BYTES + bank.host_bytes + 48 * shape.nnz + 16 * shape.n_users,
+                       device_bytes=CUDA_CONTEXT_BYTES + bank.device_bytes)
+        return cls._with_one_off(cost, cls.one_off_cost(c, shape))
+
+    @classmethod
+    def one_off_cost(cls, config: WLConfig, shape: DataShape) -> EpochCost:
+        """The mainstream scores (exponent > 0): Jaccard of every user with every user, X_b Xᵀ in
+        blocks of 1,024 users (2 nnz U sparse FLOPs, a few [1024, U] float32 blocks)."""
+        from recsys.models.base import BASE_PROCESS_BYTES
+
+        if not config.exponent:
+            return super().one_off_cost(config, shape)
+        return mainstream_cost(shape)
 
     @classmethod
     def like(cls, config: BankConfig, exponent: float) -> "WL":

@@ -45,6 +45,7 @@ from recsys.errors import ConfigError
 from recsys.models.base import IterativeConfig, IterativeModel, ItemScorer, check_fit_inputs
 from recsys.checks import check_bool, check_choice, check_float, check_int
 from recsys.training.batches import SparseRows, iterate_rows
+from recsys.training.cost import CUDA_CONTEXT_BYTES, F32, DataShape, EpochCost
 from recsys.training.early_stopping import SpilledEarlyStopping
 from recsys.training.loop import Job
 from recsys.training.seed import seed_everything
@@ -398,6 +399,43 @@ class TailLearner(IterativeModel, ItemScorer):
         square = ((3 if config.fused_sgd else 5) - config.spills_best(n_items)) * 4 * n_items * n_items
         blocks = 28 if config.method == "cvar" else 16  # CVaR's hinge keeps more [batch, I] tensors for backward
         return BASE_PROCESS_BYTES + 48 * nnz + square + blocks * 4 * config.batch_size * n_items
+
+    @classmethod
+    def epoch_cost(cls, config: TailConfig, shape: DataShape) -> EpochCost:
+        """Every training user once in batches of ``batch_size``: pred = x U as an embedding_bag over
+        U's rows (2 nnz I sparse FLOPs), the loss on the densified [batch, I] block, and SGD with
+        momentum on the I x I matrix -- with ``fused_sgd`` the batch's gradient x^T g is index_add-ed
+        into the momentum buffer (2 nnz I sparse), without it embedding_bag's backward builds a dense
+        I x I gradient. POSIT adds the adversary every step: an embedding_bag over *all* item columns
+        (3 x 2 nnz N sparse) and its Linear N -> 1 on [I, N] (6 I N dense, the only FLOPs
+        FlopCounterMode sees here); ease / ipw / cvar have no dense products at all. Memory time
+        dominates: about eight passes over the I x I matrices per step (momentum decay, weight
+        decay, the update). Host: :meth:`peak_memory` (U, momentum, best U: 3 x I^2 float32)."""
+        from recsys.models.base import BASE_PROCESS_BYTES
+
+        c, n, I, nnz = config, shape.n_users, shape.n_items, shape.nnz
+        steps = math.ceil(n / c.batch_size)
+        b = min(c.batch_size, n)
+        forward = 2.0 * nnz * I
+        update = 2.0 * nnz * I
+        width, head = 0, False
+        if c.method == "posit":
+            m = _STRUCTURE.fullmatch(c.ast)
+            head = c.ast != "linear"
+            width = 1 if not head else int(m.group(2))
+        adv_sparse = steps * 3 * 2.0 * nnz * width
+        adv_dense = steps * 6.0 * I * width if head else 0.0
+        params = I * I + (n * width + (width if head else 1) if c.method == "posit" else 0) + (c.method == "cvar")
+        square_passes = (8 if c.weight_decay else 5) if c.fused_sgd else 11
+        traffic = steps * (square_passes * F32 * I * I + 10 * F32 * b * I) + 4 * F32 * nnz * I + F32 * I * I \
+            + steps * 4 * F32 * nnz * width
+        host = cls.peak_memory(c, n, I, nnz)
+        device = CUDA_CONTEXT_BYTES + host - BASE_PROCESS_BYTES - 36 * nnz
+        return EpochCost(flops=forward + update + adv_sparse + adv_dense, dense_flops=adv_dense, host_bytes=host,
+                         device_bytes=device, traffic_bytes=traffic, steps=steps, params=params,
+                         terms={"forward_sparse_flops": forward, "update_sparse_flops": update,
+                                "adversary_sparse_flops": adv_sparse, "adversary_dense_flops": adv_dense,
+                                "square_bytes": F32 * I * I, "square_traffic_bytes": steps * square_passes * F32 * I * I})
 
     # ---- scoring --------------------------------------------------------------------------
     def _n_items(self) -> int:
