@@ -530,6 +530,82 @@ class MetaLearner(ColdStartRater, IterativeModel):
         out = [params[k] for k in self.adapted_]
         return out + ([self.lslr_.rates] if self.lslr_ is not None else [])
 
+    # ---- cost model ---------------------------------------------------------------------------------
+    @classmethod
+    def epoch_cost(cls, config: MetaConfig, shape):
+        """One loop epoch = ``block`` meta-iterations of ``meta_batch`` tasks (one training user
+        each: a window of min(L, max_len) items, ``n_support`` random contiguous sub-windows of it
+        and ``n_query`` suffixes). Per task and inner step, the backbone's forward and backward over
+        the support rows (length buckets: ~1.95 x the real positions, measured); then the query
+        forward after each step (multi-step loss) or the last. Second order (default): the outer
+        backward runs through every inner gradient -- each inner step costs ~9 support forwards
+        (forward, backward, and the backward of both) and each query loss 3; first order: 3 and 3.
+        The item table adapts per task on its [K, d] slice, so nothing scales with the item count
+        but the weights' memory and Adam's pass over the [I, d] table every iteration. Transformer
+        backbones (SASRec / BERT4Rec) only: the work is their token positions."""
+        from recsys.models.base import BASE_PROCESS_BYTES
+        from recsys.models.sequential.core import length_model, transformer_params
+        from recsys.training.cost import ADAM_STATE, CUDA_CONTEXT_BYTES, F32, EpochCost, adam_traffic
+
+        c, bb = config, config.backbone
+        name = _backbone_name(bb)
+        if name not in ("sasrec", "bert4rec"):
+            raise NotImplementedError(f"the meta stage's cost formula covers transformer backbones, not {name!r}")
+        d, blocks = bb.hidden, bb.n_blocks
+        ffn = 4 * d if name == "bert4rec" else (getattr(bb, "ffn", None) or d)
+        per_pos = 2.0 * blocks * (4 * d * d + 2 * d * ffn) + 2.0 * d  # linear layers + rating head, forward
+        per_sq = 4.0 * blocks * d  # attention QK^T and PV, forward, per (query, key) pair
+        wins = np.minimum(np.maximum(np.rint(length_model(shape)[0]), c.min_sub_window + 1), c.max_len)
+        sub_mean = sub_sq = 0.0
+        for w in np.unique(wins):  # random contiguous sub-windows of length >= min_sub_window of w - 1 items
+            m = int(w) - 1
+            ls = np.arange(c.min_sub_window, m + 1, dtype=float)
+            if not len(ls):
+                continue
+            pw = (m - ls + 1) / (m - ls + 1).sum()
+            share = float((wins == w).mean())
+            sub_mean += share * float((ls * pw).sum())
+            sub_sq += share * float((ls * ls * pw).sum())
+        # padded / real support positions: the sub-windows are sorted into a few length buckets, each
+        # trimmed to its longest row; 1.95 measured by FlopCounterMode on synthetic tasks (not derived)
+        pad = 1.95
+        w_mean, w_sq = float(wins.mean()), float((wins * wins).mean())
+        f_support = c.n_support * pad * (per_pos * sub_mean + per_sq * pad * sub_sq)
+        f_query = 1.1 * c.n_query * (per_pos * w_mean + per_sq * w_sq)  # + the all-PAD placeholder rows (measured)
+        k = c.inner_steps
+        n_query_losses = k if (c.multi_step_loss and k > 1 and c.msl_iterations > 0) else 1
+        a_support = 3.0 if c.first_order else 9.0
+        tasks = c.block * c.meta_batch
+        support = tasks * k * a_support * f_support
+        query = tasks * n_query_losses * 3.0 * f_query
+        dense = support + query
+        i = shape.n_items
+        tok_rows = i + (2 if name == "bert4rec" else 1)
+        backbone = tok_rows * d + bb.max_len * d + transformer_params(d, ffn, blocks) + 2 * d + d + 1
+        backbone += d * d + d + i if name == "bert4rec" else 0
+        adapted_extra = 0
+        lslr = 0  # learned inner rates: one per adapted tensor and step (a few dozen numbers)
+        if c.learn_inner_lr:
+            n_tensors = 6 + 12 * blocks  # every backbone tensor but BERT4Rec's next-item head
+            lslr = n_tensors * max(k, 1)
+        wnet = 0
+        if c.adaptive_loss:
+            wnet = sum(p.numel() for p in TaskStateLSTM(c.weight_embed, c.weight_hidden).parameters())
+        params = backbone + lslr + wnet + adapted_extra
+        weights = (ADAM_STATE + 1) * F32 * params
+        graph = F32 * c.meta_batch * k * (3 if not c.first_order else 1) * c.n_support * pad * sub_mean \
+            * blocks * (14 * d + 3 * ffn)
+        data = 40 * shape.nnz + 48 * shape.n_users
+        host = BASE_PROCESS_BYTES + weights + graph + data
+        device = CUDA_CONTEXT_BYTES + weights + graph
+        steps = c.block
+        traffic = steps * (adam_traffic(params) + 3 * F32 * params + 3 * graph)
+        return EpochCost(flops=dense, dense_flops=dense, host_bytes=host, device_bytes=device, traffic_bytes=traffic,
+                         steps=steps, params=params,
+                         terms={"support_inner_steps": support, "query_losses": query, "tasks": tasks,
+                                "support_forward_per_task": f_support, "query_forward_per_task": f_query,
+                                "graph_bytes": graph})
+
     # ---- training -----------------------------------------------------------------------------------
     def fit(self, split, validate: bool = True) -> "MetaLearner":
         check_rating_split(split)

@@ -92,6 +92,7 @@ from recsys.models.sequential.sequences import (
     last_window_start,
     window_tokens,
 )
+from recsys.training.cost import EpochCost
 from recsys.training.loop import Job
 
 METRICS = ("recall", "ndcg", "hit")
@@ -217,6 +218,17 @@ class MultiInterestModel(IterativeModel, InterestModel):
         c = self.config
         return (c.rr_lambda > 0 and self.backbone != "mind"
                 and (c.selection == "hard" or not c.rr_hard_only))
+
+    @classmethod
+    def epoch_cost(cls, config: MultiInterestConfig, shape) -> EpochCost:
+        """``steps_per_epoch`` iterations of ``batch_size`` (user, target position) draws: the item
+        embeddings of each history (up to seq_len items), the encoder (ComiRec-SA / REMI: W2 tanh(W1 h)
+        on the real positions and the interest read-out A E over the padded width; MIND: the bilinear
+        map and the routing products), the target-interest selection and the sampled softmax against
+        ``n_negatives`` shared negatives ([B, d] x [d, N], 3x with backward) -- which dominates with
+        the default 1,280 negatives. Full Adam over the [I, d] item table every step: with many items
+        the epoch is memory-bound on it."""
+        return _multi_interest_cost(cls, config, shape)
 
     # ---- training ------------------------------------------------------------------------------
 
@@ -507,3 +519,52 @@ class REMI(MultiInterestModel):
 
 
 BACKBONES: Mapping[str, type[MultiInterestModel]] = {"mind": MIND, "comirec": ComiRecSA, "remi": REMI}
+
+
+def _history_stats(config: MultiInterestConfig, shape) -> tuple[float, float]:
+    """(mean history length, expected batch width) of a training batch: users uniform among those
+    with 2+ training items (lengths: :func:`recsys.models.sequential.core.length_model`), target
+    position t uniform in 1..L-1, history min(t, seq_len); the width is the batch's longest row."""
+    from recsys.models.sequential.core import length_model
+
+    lens = np.maximum(np.rint(length_model(shape)[0]), 2.0)
+    s = config.seq_len
+    x = np.arange(s + 1, dtype=float)
+    cdf = np.minimum(x[None, :], lens[:, None] - 1) / (lens[:, None] - 1)  # P(t <= x | L)
+    cdf[:, s] = 1.0
+    cdf = cdf.mean(0)
+    mean = float(np.sum(1 - cdf[:s]))
+    width = float(np.sum(1 - cdf[:s] ** config.batch_size))
+    return mean, width
+
+
+def _multi_interest_cost(cls, config: MultiInterestConfig, shape) -> EpochCost:
+    from recsys.models.base import BASE_PROCESS_BYTES
+    from recsys.training.cost import ADAM_STATE, CUDA_CONTEXT_BYTES, F32, adam_traffic, dense_layer_flops
+
+    c, i, d, k = config, shape.n_items, config.hidden, config.n_interests
+    b, steps, n = c.batch_size, c.steps_per_epoch, c.n_negatives
+    mean, width = _history_stats(c, shape)
+    real, padded = steps * b * mean, steps * b * width
+    if cls.backbone == "mind":
+        encoder = dense_layer_flops(padded, d, d) + 2.0 * padded * k * d * (2 * c.routing_iters - 1 + 1)
+        enc_params = d * d
+    else:
+        a = c.attention_size or 4 * d
+        encoder = dense_layer_flops(real, d, a) + dense_layer_flops(real, a, k) + 3 * 2.0 * padded * k * d
+        enc_params = a * d + a * k + (c.seq_len * d if c.add_pos else 0)
+    select = 2.0 * steps * b * k * (c.linear_size if c.selection == "l" else d)
+    loss = 3 * 2.0 * steps * b * d * n * (2 if c.multi_loss else 1)
+    dense = encoder + select + loss
+    params = (i + 1) * d + enc_params + (2 * (d + 1) * c.linear_size if c.selection == "l" else 0)
+    weights = (ADAM_STATE + 1) * F32 * params
+    act = F32 * b * width * (3 * d + (c.attention_size or 4 * d) * 2 + 4 * k) + 3 * F32 * b * n * (2 if c.multi_loss else 1)
+    data = 32 * shape.nnz + 48 * shape.n_users
+    host = BASE_PROCESS_BYTES + weights + act + data
+    device = CUDA_CONTEXT_BYTES + weights + act
+    traffic = steps * (adam_traffic(params) + 3 * F32 * params + 3 * act)
+    return EpochCost(flops=dense, dense_flops=dense, host_bytes=host, device_bytes=device, traffic_bytes=traffic,
+                     steps=steps, params=params,
+                     terms={"encoder": encoder, "sampled_softmax": loss, "interest_selection": select,
+                            "history_positions": real, "padded_positions": padded, "adam_traffic": steps * adam_traffic(params)})
+

@@ -165,3 +165,41 @@ class BERT4Rec(SequentialModel):
         # logits only at the masked positions: [M, I] instead of [B, W, I]
         logits = net.logits(h[torch.from_numpy(masked).to(self.device)])
         return F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing), len(labels)
+
+    @classmethod
+    def epoch_cost(cls, config: BERT4RecConfig, shape):
+        """One row per training user (its window of up to max_len items, length-pooled batches of
+        batch_size padded to their longest row): ``n_blocks`` bidirectional post-norm layers (qkv,
+        output, GELU FFN of 4d; attention over the W x W square) over the padded positions, then at
+        the M masked positions only (mask_prob of each row's items, at least one; last_mask_prob of
+        the rows: the last item alone) the projection d x d and the full-softmax logits [M, I]
+        (materialised: forward, gradients of h and of the tied item table, 6 M d I), which dominate
+        once I >> d. AdamW over all weights every step (gradient clipping adds one pass)."""
+        from recsys.models.base import BASE_PROCESS_BYTES
+        from recsys.training.cost import ADAM_STATE, CUDA_CONTEXT_BYTES, F32, EpochCost, adam_traffic, dense_layer_flops
+        from recsys.models.sequential.core import length_model, transformer_cost, transformer_params, window_stats
+
+        c, i, d = config, shape.n_items, config.hidden
+        ws = window_stats(shape, c.max_len, c.batch_size, c.length_pool)
+        tr = transformer_cost(d, 4 * d, c.n_heads, c.n_blocks, ws.padded, ws.square)
+        n = np.minimum(length_model(shape)[0], c.max_len)
+        per_row = (1 - c.last_mask_prob) * (n * c.mask_prob + (1 - c.mask_prob) ** n) + c.last_mask_prob
+        masked = ws.rows * float(per_row.mean())
+        head = dense_layer_flops(masked, d, d)
+        out = 6.0 * masked * d * i
+        dense = tr["linear"] + tr["attention"] + head + out
+        params = (i + 2) * d + c.max_len * d + 2 * d + transformer_params(d, 4 * d, c.n_blocks) + d * d + d + i + d + 1
+        weights = (ADAM_STATE + 1) * F32 * params  # + the best epoch's copy
+        m_step = masked / max(ws.steps, 1) * ws.max_width / max(ws.real / ws.rows, 1.0)  # masks in the widest batch
+        act = ws.max_tokens * tr["act_bytes_per_token"] + ws.max_tokens * ws.max_width * tr["att_bytes_per_square"]
+        logits = 3 * F32 * m_step * i  # logits, softmax, their gradient
+        data = 32 * shape.nnz + 48 * shape.n_users
+        host = BASE_PROCESS_BYTES + weights + act + logits + data
+        device = CUDA_CONTEXT_BYTES + weights + act + logits
+        traffic = ws.steps * (adam_traffic(params) + 4 * F32 * params) + 3 * ws.padded * tr["act_bytes_per_token"] \
+            + 3 * ws.square * tr["att_bytes_per_square"] + 6 * F32 * masked * i
+        return EpochCost(flops=dense, dense_flops=dense, host_bytes=host, device_bytes=device, traffic_bytes=traffic,
+                         steps=ws.steps, params=params,
+                         terms={"blocks_linear": tr["linear"], "attention": tr["attention"], "output_softmax": out + head,
+                                "padded_positions": ws.padded, "masked_positions": masked,
+                                "activation_bytes": act, "logits_block_bytes": logits})

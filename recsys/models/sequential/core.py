@@ -26,6 +26,7 @@ Token convention (:mod:`.sequences`): PAD = 0, item i -> i + 1, right-aligned ba
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
@@ -507,3 +508,86 @@ def _training_ratings(seqs: Sequences, users: np.ndarray) -> np.ndarray:
     pos = np.arange(int(stop.sum())) - np.repeat(np.cumsum(stop) - stop, stop)
     values = r[first + pos]
     return values[np.isfinite(values)]
+
+
+# ---- cost model helpers (recsys.training.cost) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WindowStats:
+    """What one epoch of right-aligned, length-pooled batches computes (see :func:`window_stats`):
+    `rows` training rows, `real` = sum of window lengths, `padded` = sum over batches of rows x
+    width, `square` = sum over batches of rows x width^2 (attention), `mask_rows` = expected
+    [MASK] positions (BERT4Rec's cloze), `max_tokens` = rows x width of the widest batch."""
+
+    rows: float
+    steps: int
+    real: float
+    padded: float
+    square: float
+    max_tokens: float
+    max_width: float
+    widths: tuple[float, ...]
+
+
+def length_model(shape, n: int = 4096):
+    """Training lengths as `n` equally likely values: the quantiles of the log-normal distribution
+    with the shape's mean history length and second moment (``DataShape.pairs``); ``ppf(q)`` its
+    quantile function. Log-normal fits the long right tail of interaction counts (a gamma fit
+    underestimates the longest row of a pool, which sets the widest batch)."""
+    from scipy.special import ndtri
+
+    mean = max(shape.mean_len, 1e-9)
+    second = shape.pairs / max(shape.n_users, 1)
+    sigma2 = math.log(max(second / mean ** 2, 1.0 + 1e-6))
+    mu, sigma = math.log(mean) - sigma2 / 2, math.sqrt(sigma2)
+    ppf = lambda q: float(np.exp(mu + sigma * ndtri(q)))
+    grid = np.exp(mu + sigma * ndtri((np.arange(n) + 0.5) / n))
+    return grid * (mean / grid.mean()), ppf
+
+
+def window_stats(shape, span: int, batch_size: int, pool: int, offset: int = 0) -> WindowStats:
+    """Padded work of one epoch of :meth:`SequentialModel._train_epoch`: one row per training user,
+    its window ``min(L, span)`` (L = training length, :func:`length_model`), rows sorted by length
+    inside pools of ``pool x batch_size`` and cut into batches padded to their longest row: batch j
+    of a pool has the expected width of the order statistic at rank (j + 1) B of the pool. `offset` is
+    subtracted from every width (SASRec's inputs drop the last item of the window)."""
+    grid, ppf = length_model(shape)
+    rows = float(shape.n_users)
+    steps = math.ceil(rows / batch_size)
+    real = rows * (float(np.minimum(grid, span).mean()) - offset)
+    m = int(min(pool * batch_size, rows))
+    widths = []
+    from scipy.stats import beta
+
+    v = (np.arange(64) + 0.5) / 64
+    for j in range(math.ceil(m / batch_size)):
+        b = min(batch_size, m - j * batch_size)
+        r = j * batch_size + b  # the batch's longest row: order statistic r of the pool's m (Beta(r, m - r + 1) quantile)
+        w = float(np.mean([min(math.ceil(ppf(u)), span) for u in beta.ppf(v, r, m - r + 1)])) - offset
+        widths.append((b, max(w, 1.0)))
+    scale = rows / m
+    padded = max(scale * sum(b * w for b, w in widths), real)
+    square = scale * sum(b * w * w for b, w in widths)
+    return WindowStats(rows, steps, real, padded, square, max(b * w for b, w in widths),
+                       max(w for _, w in widths), tuple(w for _, w in widths))
+
+
+def transformer_cost(d: int, ffn: int, n_heads: int, n_blocks: int, padded: float, square: float) -> dict[str, float]:
+    """Dense FLOPs (forward + backward) of `n_blocks` transformer layers over `padded` token
+    positions: the qkv, output and two FFN products (inputs need gradients), and attention
+    (QK^T and PV, 2 x 2 W^2 d forward per row, 3x with backward) over ``square`` = sum rows x W^2
+    -- the full W x W square, as FlopCounterMode counts SDPA (causal or not). Also the bytes one
+    position keeps for backward (LayerNorms, qkv, attention output, FFN activations, dropout masks)."""
+    from recsys.training.cost import dense_layer_flops
+
+    linear = n_blocks * (dense_layer_flops(padded, d, 3 * d) + dense_layer_flops(padded, d, d)
+                         + dense_layer_flops(padded, d, ffn) + dense_layer_flops(padded, ffn, d))
+    attention = n_blocks * 3 * 4.0 * square * d
+    return {"linear": linear, "attention": attention,
+            "act_bytes_per_token": 4.0 * n_blocks * (14 * d + 3 * ffn), "att_bytes_per_square": 4.0 * n_blocks * n_heads * 2}
+
+
+def transformer_params(d: int, ffn: int, n_blocks: int) -> int:
+    """Weights of `n_blocks` layers (qkv, output, two LayerNorms, two FFN products, with biases)."""
+    return n_blocks * ((d + 1) * 3 * d + (d + 1) * d + 4 * d + (d + 1) * ffn + (ffn + 1) * d)

@@ -133,3 +133,42 @@ class SASRec(SequentialModel):
         neg_logit = (h * table[neg]).sum(-1)
         loss = F.softplus(-pos_logit).mean() + F.softplus(neg_logit).mean()  # -log s(p) - log(1 - s(n))
         return loss, len(labels)
+
+    @classmethod
+    def epoch_cost(cls, config: SASRecConfig, shape):
+        """One row per training user (its window of up to max_len + 1 items, length-pooled batches
+        of batch_size padded to their longest row; inputs are the window minus its last item):
+        the embedding sum, ``n_blocks`` causal pre-norm layers over the padded positions (qkv,
+        output, FFN products; attention over the W x W square), and at every real position the
+        next-item loss -- ``loss="ce"``: the full softmax over all items, blocked
+        (:func:`~.layers.full_softmax_ce`: one product forward, three in the backward -- the
+        recomputed logits, the gradients of h and of the item table: 8 N d I), which dominates
+        once I >> d; ``loss="bce"``: one positive and one negative dot product (elementwise).
+        AdamW over all weights (the dense item-table gradient included) every step."""
+        from recsys.models.base import BASE_PROCESS_BYTES
+        from recsys.training.cost import ADAM_STATE, CUDA_CONTEXT_BYTES, F32, EpochCost, adam_traffic
+        from recsys.models.sequential.core import transformer_cost, transformer_params, window_stats
+
+        c, i = config, shape.n_items
+        d, f = c.hidden, c.ffn or c.hidden
+        ws = window_stats(shape, c.max_len + 1, c.batch_size, c.length_pool, offset=1)
+        tr = transformer_cost(d, f, c.n_heads, c.n_blocks, ws.padded, ws.square)
+        n_pred = ws.real  # every real input position predicts the next item
+        out = 8.0 * n_pred * d * i if c.loss == "ce" else 0.0
+        dense = tr["linear"] + tr["attention"] + out
+        params = (i + 1) * d + c.max_len * d + transformer_params(d, f, c.n_blocks) + 2 * d + d + 1
+        weights = (ADAM_STATE + 1) * F32 * params  # + the best epoch's copy
+        w = ws.max_width
+        act = ws.max_tokens * (tr["act_bytes_per_token"] + 4 * F32 * d) + ws.max_tokens * w * tr["att_bytes_per_square"]
+        ce_block = lambda chunk: 2 * F32 * min(chunk, ws.max_tokens) * i if c.loss == "ce" else 0.0
+        data = 32 * shape.nnz + 48 * shape.n_users
+        host = BASE_PROCESS_BYTES + weights + act + ce_block(256) + data
+        device = CUDA_CONTEXT_BYTES + weights + act + ce_block(8192)
+        logits_traffic = 6 * F32 * n_pred * i if c.loss == "ce" else 0.0
+        traffic = ws.steps * (adam_traffic(params) + 3 * F32 * params) + 3 * ws.padded * tr["act_bytes_per_token"] \
+            + 3 * ws.square * tr["att_bytes_per_square"] + logits_traffic
+        return EpochCost(flops=dense, dense_flops=dense, host_bytes=host, device_bytes=device, traffic_bytes=traffic,
+                         steps=ws.steps, params=params,
+                         terms={"blocks_linear": tr["linear"], "attention": tr["attention"], "output_softmax": out,
+                                "padded_positions": ws.padded, "real_positions": ws.real,
+                                "activation_bytes": act, "logits_traffic": logits_traffic})
