@@ -324,7 +324,7 @@ def evaluate_lft_partial(split_path, base: Mapping[str, Any], name: str, outputs
     lft = _prepared(base, name, device)
     parts = _shard_parts(outputs)
     for p in parts:
-        lft.set_scores(p["items"], p["scores"].numpy())
+        lft.take_shard(p)
     users = np.concatenate([np.asarray(p["items"]) for p in parts])
     start_name = _start_of(method)
     start = Model.load(base["models"][start_name], device=device)

@@ -5,7 +5,8 @@
   users with cosine > t = 0.2 (u included; at least 10, at most 2000).
 * Fine-tuning: a copy of the base model (WL, or the plain VAE), Adam 1e-3, weight decay 0.01,
   beta fixed 0.2, 30 epochs of batches of 128 over the local set.
-* **LFT**: one copy per user, which then scores only that user.
+* **LFT**: one copy per user, which then scores only that user. Only what evaluation reads is
+  kept: the user's ``keep_top`` best items outside its training items (see :class:`LFT`).
 * **EnLFT**: 100 central-but-diverse anchors (:func:`enlft_anchors`), one copy per anchor; a
   user's scores are the similarity-weighted mean of the anchors' logits (similarities below t
   set to 0, except for users with none above t, who keep the raw ones).
@@ -21,6 +22,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, replace
+from typing import ClassVar, Iterable
 
 import numpy as np
 import scipy.sparse as sp
@@ -29,8 +31,9 @@ from torch import Tensor
 
 from recsys.errors import ConfigError, DataError
 from recsys.checks import check_float, check_int
+from recsys.metrics.ranking import topk
 from recsys.models.local.bank import BankAdam, ExpertBank, bank_kl, bank_nll, bank_params, weighted_mean
-from recsys.models.local.common import BankConfig, LocalModel, bank_scores
+from recsys.models.local.common import REPORT_KS, REPORT_METRICS, BankConfig, LocalModel, bank_scores
 from recsys.models.local.neighbourhoods import enlft_anchors, local_sets, smoothed_rows
 from recsys.models.local.wl import WL
 from recsys.training.batches import SparseRows
@@ -45,7 +48,14 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class LFTConfig(BankConfig):
     """Fine-tuning settings (LFT / EnLFT's scripts); the base model's own settings are the
-    inherited BankConfig fields plus ``base_exponent`` (1.5: WL as in LFT; 0: the plain VAE)."""
+    inherited BankConfig fields plus ``base_exponent`` (1.5: WL as in LFT; 0: the plain VAE).
+
+    ``keep_top`` (LFT only; EnLFT keeps no per-user scores): how many items LFT keeps per user,
+    the user's best logits outside its training items (int32 index + float32 logit each, 8 bytes,
+    instead of a dense [U, I] float32 table). Metrics at k are exactly the dense table's for every
+    k <= keep_top (evaluation excludes the training items only); asking for more raises."""
+
+    _uses_keep_top: ClassVar[bool] = True
 
     base_exponent: float = 1.5
     alpha: float = 0.7
@@ -61,9 +71,14 @@ class LFTConfig(BankConfig):
     local_beta: float = 0.2
     local_dropout: float = 0.0
     group: int = 64
+    keep_top: int = 500
 
     def validate(self) -> None:
         super().validate()
+        check_int("keep_top", self.keep_top, 1)
+        if self._uses_keep_top and self.keep_top < max(self.eval_ks):
+            raise ConfigError(f"keep_top={self.keep_top} is below the largest of eval_ks={list(self.eval_ks)}: "
+                              f"LFT keeps each user's keep_top best items, so it could not rank that far")
         check_float("base_exponent", self.base_exponent, 0.0)
         check_float("alpha", self.alpha, 0.0, 1.0)
         check_float("jaccard_threshold", self.jaccard_threshold, 0.0, 1.0)
@@ -84,6 +99,8 @@ class LFTConfig(BankConfig):
 
 @dataclass(frozen=True)
 class EnLFTConfig(LFTConfig):
+    _uses_keep_top: ClassVar[bool] = False  # the anchors' bank scores every user: nothing kept per user
+
     n_anchors: int = 100
     diversity: float = 1.5
 
@@ -242,24 +259,53 @@ def finetune_one_off(config: LFTConfig, shape: DataShape, query_users: int, anch
 
 
 class LFT(_FineTuned):
-    """Learned state adds ``base_`` (the WL bank), ``smoothed_`` and ``scores_`` [U, I] float32
-    (each user's logits from its own fine-tuned copy; NaN rows for users not fine-tuned yet)."""
+    """Learned state adds ``base_`` (the WL bank), ``smoothed_``, and per user what evaluation
+    reads of its own fine-tuned copy's logits: ``top_items_`` [U, M] int32 and ``top_scores_``
+    [U, M] float32, the user's M = min(keep_top, I) best items with their logits, best first
+    (ties: lower item index, as :func:`recsys.metrics.ranking.topk`), training items excluded
+    (-inf padding where a user has fewer than M other items); ``top_items_`` rows of -1 are users
+    not fine-tuned yet.
+
+    Why this is exact: :meth:`evaluate_users` ranks all items with the user's training items
+    excluded (LFT / TALL's evaluator; the test stage does not exclude the validation items), so
+    its top-k, k <= M, is the first k of the kept list whatever the other items' logits were;
+    :meth:`score_users` rebuilds rows with one floor value below the kept logits everywhere else
+    (the evaluation sets the training items to -inf itself). A dense [U, I] table
+    (11 GB on ML-20M, 94 GB on MSD) is never built on the host: each fine-tuned group's logits
+    are reduced to their top-M on the device."""
 
     name = "lft"
     Config = LFTConfig
 
     def _init_modules(self) -> None:
         self.base_ = self._new_bank(1)
+        if hasattr(self, "scores_"):  # a file saved with the dense [U, I] scores: keep their top-M
+            dense = self.__dict__.pop("scores_")
+            done = ~np.isnan(dense[:, 0])
+            for start in range(0, len(dense), 1024):
+                part = np.arange(start, min(start + 1024, len(dense)))
+                part = part[done[part]]
+                if len(part):
+                    self.set_scores(part, dense[part])
+
+    @property
+    def kept(self) -> int:
+        """M: how many items are kept per user (``keep_top``, at most the number of items)."""
+        return min(self.config.keep_top, self.n_items_)
 
     @classmethod
     def epoch_cost(cls, config: LFTConfig, shape: DataShape, local_size: float | None = None) -> EpochCost:
         """One local epoch of every user's fine-tuned copy (:func:`finetune_epoch_cost`; a fit runs
         ``local_epochs`` of them after :meth:`one_off_cost`). Dominated by the decoders over the
         padded groups, 6 U ceil(s / B) B H I. Host: the process, the data, one group's bank with
-        Adam and three [group, B, I] blocks, the local sets (8 U s bytes) -- and at the end of fit
-        the scores: ``scores_`` and the shard's output, 2 x U x I float32 (a |U| x |I| host term)."""
+        Adam and three [group, B, I] blocks, the local sets (8 U s bytes) -- and the kept scores,
+        ``scores_bytes`` = 2 x 8 U M, M = min(keep_top, I) (int32 item + float32 logit): the
+        state, plus the shards' top-M outputs as ``merge_shards`` receives them (the pipeline
+        loads every shard's file at once: U x M x 8 in all; a one-process ``fit`` writes straight
+        into the state, so this bounds it). No |U| x |I| host term."""
         cost = finetune_epoch_cost(config, shape, shape.n_users, local_size, keep_banks=False)
-        scores = 2 * F32 * shape.n_users * shape.n_items
+        m = min(config.keep_top, shape.n_items)
+        scores = 2 * (4 + F32) * shape.n_users * m
         cost = replace(cost, host_bytes=cost.host_bytes + scores, terms={**cost.terms, "scores_bytes": scores})
         return cls._with_one_off(cost, cls.one_off_cost(config, shape))
 
@@ -272,11 +318,9 @@ class LFT(_FineTuned):
         return replace(phase, flops=phase.flops + score, dense_flops=phase.dense_flops + score,
                        terms={**phase.terms, "scoring_flops": score})
 
-    @torch.no_grad()
-    def finetune_users(self, users: np.ndarray) -> np.ndarray:
-        """Fine-tune one copy per user in `users` and return their logits [len(users), I] (a shard's work)."""
-        users = self._users(users)
-        out = np.empty((len(users), self.n_items_), dtype=np.float32)
+    def _finetuned_groups(self, users: np.ndarray):
+        """Fine-tune one copy per user in `users`, ``group`` at a time; yields (positions in
+        `users`, their logits [len, I] on the device) group by group."""
         c = self.config
         sets = self.local_sets(users)  # one similarity pass for the whole shard
         # A group runs as many steps as its largest local set needs (the others pad), so users
@@ -293,41 +337,135 @@ class LFT(_FineTuned):
             with torch.enable_grad():
                 bank = self._finetune_group([sets[j] for j in pick], seed=seed)
             rows = SparseRows.from_csr(self.train_[users[pick]], self.device)
-            out[pick] = bank(rows, grouped=True)[0][:, 0].cpu().numpy()
+            yield pick, bank(rows, grouped=True)[0][:, 0]
             progress.step(len(pick))
+
+    @torch.no_grad()
+    def finetune_users(self, users: np.ndarray) -> np.ndarray:
+        """Fine-tune one copy per user in `users` and return their full logits [len(users), I]
+        (for inspection and tests; a shard keeps only :meth:`finetune_top`)."""
+        users = self._users(users)
+        out = np.empty((len(users), self.n_items_), dtype=np.float32)
+        for pick, logits in self._finetuned_groups(users):
+            out[pick] = logits.cpu().numpy()
         return out
+
+    def _top(self, users: np.ndarray, logits: Tensor) -> tuple[Tensor, Tensor]:
+        """Each row's M best items outside the user's training items (best first) and their logits."""
+        logits = logits.to(self.device, torch.float32)
+        idx = topk(logits, self.kept, self.train_[users], inplace=True)  # training items -> -inf
+        return idx.to(torch.int32).cpu(), logits.gather(1, idx).cpu()
+
+    @torch.no_grad()
+    def finetune_top(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A shard's work: fine-tune one copy per user in `users`; returns their kept items
+        [len(users), M] int32 and logits [len(users), M] float32 (see :class:`LFT`). Host memory:
+        8 M bytes per user; the [group, I] logits stay on the device."""
+        users = self._users(users)
+        items = np.empty((len(users), self.kept), dtype=np.int32)
+        scores = np.empty((len(users), self.kept), dtype=np.float32)
+        for pick, logits in self._finetuned_groups(users):
+            i, s = self._top(users[pick], logits)
+            items[pick], scores[pick] = i.numpy(), s.numpy()
+        return items, scores
 
     @classmethod
     def shard_units(cls, config, n_users: int) -> int:
         return n_users  # one fine-tuned copy per user
 
     def fit_shard(self, valid, units: np.ndarray) -> dict:
-        return {"scores": torch.from_numpy(self.finetune_users(units)), "items": units, "history": self.history_}
+        items, scores = self.finetune_top(units)
+        return {"top_items": torch.from_numpy(items), "top_scores": torch.from_numpy(scores), "items": units,
+                "history": self.history_}
+
+    def take_shard(self, part: dict) -> None:
+        """Take one shard's output (``fit_shard``'s payload; also files of the dense [users, I]
+        ``scores`` older versions wrote) into the kept scores."""
+        if "top_items" in part:
+            self.set_top(part["items"], np.asarray(part["top_items"]), np.asarray(part["top_scores"]))
+        else:
+            self.set_scores(part["items"], np.asarray(part["scores"]))
 
     def merge_shards(self, parts: list[dict]) -> None:
         for p in parts:
             self.history_ += p["history"]
-            self.set_scores(p["items"], p["scores"].numpy())
+            self.take_shard(p)
         self.best_epoch_ = None
 
+    def _empty_top(self) -> None:
+        if not hasattr(self, "top_items_"):
+            n, m = self.train_.shape[0], self.kept
+            self.top_items_ = np.full((n, m), -1, dtype=np.int32)  # -1: not fine-tuned yet
+            self.top_scores_ = np.full((n, m), np.nan, dtype=np.float32)
+
+    def set_top(self, users: np.ndarray, items: np.ndarray, scores: np.ndarray) -> None:
+        """Store kept items / logits [len(users), M] (as :meth:`finetune_top` returns them)."""
+        users = self._users(users)
+        self._empty_top()
+        shape = (len(users), self.top_items_.shape[1])
+        if items.shape != shape or scores.shape != shape:
+            raise DataError(f"kept items / scores must be {shape} (keep_top={self.config.keep_top}, "
+                            f"{self.n_items_} items), got {items.shape} / {scores.shape}")
+        if (items < 0).any() or (items >= self.n_items_).any():
+            raise DataError(f"kept item ids must be in 0..{self.n_items_ - 1}")
+        self.top_items_[users], self.top_scores_[users] = items, scores
+
     def set_scores(self, users: np.ndarray, scores: np.ndarray) -> None:
-        if not hasattr(self, "scores_"):
-            self.scores_ = np.full((self.train_.shape[0], self.n_items_), np.nan, dtype=np.float32)
-        self.scores_[np.asarray(users)] = scores
+        """Store full logits [len(users), I] of these users' copies: only their top-M is kept."""
+        users = self._users(users)
+        scores = np.asarray(scores, dtype=np.float32)
+        if scores.shape != (len(users), self.n_items_):
+            raise DataError(f"scores must be [{len(users)}, {self.n_items_}], got {scores.shape}")
+        for start in range(0, len(users), 1024):  # bounded device memory
+            part = users[start:start + 1024]
+            items, kept = self._top(part, torch.from_numpy(scores[start:start + 1024]))
+            self.set_top(part, items.numpy(), kept.numpy())
 
     def fit(self, train: sp.csr_matrix, valid=None, base_model: WL | None = None) -> "LFT":
         self.prepare(train, valid, base_model)
+        for name in ("top_items_", "top_scores_"):  # a refit starts empty
+            self.__dict__.pop(name, None)
         users = np.arange(train.shape[0])
-        self.set_scores(users, self.finetune_users(users))
+        self._empty_top()
+        with torch.no_grad():  # the groups fine-tune with grad on inside; their scoring is without
+            for pick, logits in self._finetuned_groups(users):
+                items, scores = self._top(users[pick], logits)
+                self.top_items_[users[pick]], self.top_scores_[users[pick]] = items.numpy(), scores.numpy()
         self.best_epoch_ = None
         return self
 
     def score_users(self, users: np.ndarray) -> Tensor:
+        """Rows [len(users), I]: each user's kept logits, and everywhere else (its training items,
+        the items past its M best) one finite floor value below all of them (scores stay finite,
+        as every scorer's). Any ranking that excludes at least the training items and looks at
+        its top k is exact while (further excluded items of the user) + k <= M, or when the user
+        has at most M other items; :meth:`evaluate_users` checks it."""
         users = self._users(users)
-        out = self.scores_[users]
-        if np.isnan(out[:, 0]).any():
-            raise DataError("some of these users have not been fine-tuned (run finetune_users / set_scores for them)")
-        return torch.from_numpy(out).to(self.device)
+        if not hasattr(self, "top_items_") or (self.top_items_[users, 0] < 0).any():
+            raise DataError("some of these users have not been fine-tuned (run fit / fit_shard + merge_shards, "
+                            "or set_scores / set_top for them)")
+        idx = torch.from_numpy(self.top_items_[users].astype(np.int64)).to(self.device)
+        vals = torch.from_numpy(self.top_scores_[users]).to(self.device)
+        finite = torch.isfinite(vals)  # -inf: a training item padding a short row
+        low = torch.where(finite, vals, float("inf")).min(1).values
+        low = torch.where(torch.isfinite(low), low, 0.0)
+        floor = (low - (1.0 + low.abs()))[:, None]  # strictly below every kept logit
+        out = floor.expand(len(users), self.n_items_).clone()
+        return out.scatter_(1, idx, torch.where(finite, vals, floor))
+
+    def evaluate_users(self, target: sp.csr_matrix, users: np.ndarray | None = None, *,
+                       ks: Iterable[int] = REPORT_KS, metrics: Iterable[str] = REPORT_METRICS,
+                       recall_denominator: str = "n", keep_topk: bool = False):
+        """As :meth:`LocalModel.evaluate_users` (training items excluded), from the kept top-M:
+        exact for k <= M = min(keep_top, I); a larger k raises instead of ranking the floor."""
+        self._check_fitted()
+        ks = tuple(ks)
+        big = max((int(k) for k in ks), default=0)
+        if big > self.kept and self.kept < self.n_items_:
+            raise ConfigError(f"k={big} exceeds keep_top={self.config.keep_top}: LFT kept each user's "
+                              f"{self.kept} best items only; refit with keep_top >= {big} to rank that far")
+        return super().evaluate_users(target, users, ks=ks, metrics=metrics, recall_denominator=recall_denominator,
+                                      keep_topk=keep_topk)
 
 
 class EnLFT(_FineTuned):
