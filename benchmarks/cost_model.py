@@ -66,11 +66,35 @@ class Probe:
 
 
 ONE_EPOCH = {"epochs": 1, "patience": None, "progress": "off"}
+RANDOM_SPLIT = {"fractions": [0.7, 0.1, 0.2], "k_core": 10, "seed": 0}
 PROBES = {p.model: p for p in [
     Probe("Mult-VAE (600-200, batch 500)", "multvae", "strong_generalization", ONE_EPOCH,
           ((5_000, 4_000), (10_000, 8_000), (20_000, 16_000)), 30, full_size="multvae_epoch"),
     Probe("EASE (float32)", "ease", "strong_generalization", {"dtype": "float32"},
           ((10_000, 3_000), (10_000, 6_000), (10_000, 12_000)), 30, full_size="ease_float32"),
+    Probe("TALL (100 experts)", "tall", "random_split", {**ONE_EPOCH, "n_experts": 100, "gate_source": "train_slice"},
+          ((1_000, 500), (2_000, 1_000), (4_000, 2_000)), 30, RANDOM_SPLIT),
+    Probe("LOCA (100 local Mult-VAEs)", "loca", "random_split", {**ONE_EPOCH, "n_local": 100, "chunk": 100},
+          ((1_000, 500), (2_000, 1_000), (4_000, 2_000)), 30, RANDOM_SPLIT),
+    Probe("WL", "wl", "random_split", {**ONE_EPOCH, "exponent": 1.5},
+          ((4_000, 2_000), (8_000, 4_000), (16_000, 8_000)), 30, RANDOM_SPLIT),
+    Probe("LFT (1 local epoch)", "lft", "random_split", {**ONE_EPOCH, "local_epochs": 1, "group": 64},
+          ((250, 250), (500, 250), (500, 500)), 30, RANDOM_SPLIT),
+    Probe("EnLFT (100 anchors, 1 local epoch)", "enlft", "random_split",
+          {**ONE_EPOCH, "n_anchors": 100, "local_epochs": 1}, ((500, 500), (1_000, 500), (1_000, 1_000)), 30, RANDOM_SPLIT),
+    Probe("POSIT learner (2bmlp2 adversary)", "tail_learner", "strong_generalization",
+          {**ONE_EPOCH, "method": "posit", "ast": "2bmlp2", "batch_size": 1024},
+          ((4_000, 2_000), (8_000, 4_000), (16_000, 8_000)), 30),
+    Probe("SASRec (max length 200, CE)", "sasrec", "leave_one_out", ONE_EPOCH,
+          ((2_000, 1_000), (4_000, 2_000), (8_000, 2_000)), 30),
+    Probe("BERT4Rec (max length 200)", "bert4rec", "leave_one_out", ONE_EPOCH,
+          ((2_000, 1_000), (4_000, 2_000), (8_000, 2_000)), 30),
+    Probe("BaM / REMI (4 interests, 1280 negatives)", "remi", "leave_one_out", {**ONE_EPOCH, "steps_per_epoch": 100},
+          ((4_000, 2_000), (8_000, 4_000), (16_000, 8_000)), 30, real_config={"steps_per_epoch": 1000}),
+    Probe("MAML++ (BERT4Rec backbone)", "maml_pp", "user_split", {**ONE_EPOCH, "block": 5},
+          ((2_000, 1_000), (4_000, 2_000), (8_000, 4_000)), 30, real_config={"block": 50}),
+    Probe("MELO (adaptive loss)", "melo", "user_split", {**ONE_EPOCH, "block": 5},
+          ((2_000, 1_000), (4_000, 2_000), (8_000, 4_000)), 30, real_config={"block": 50}),
 ]}
 
 # Published shapes after Liang et al.'s preprocessing, and their held-out users.
@@ -89,6 +113,8 @@ def dataset_shape(name: str, protocol: str):
     u, n = d["n_users"], d["n_interactions"]
     if protocol == "leave_one_out":  # every user trains on all but the last two items
         return DataShape(u, d["n_items"], n - 2 * u)
+    if protocol == "random_split":  # every user, 70 % of the interactions
+        return DataShape(u, d["n_items"], int(0.7 * n))
     train = u - 2 * d["heldout"] if protocol == "strong_generalization" else int(0.85 * (u - d["heldout"]))
     return DataShape(train, d["n_items"], int(n * train / u))
 
@@ -115,10 +141,15 @@ def child_make_split(work: Path, model: str, index: int) -> dict:
 
 
 def train_matrix(split):
-    """The training users' rows (a CSR) of any protocol's split."""
+    """The rows a stage's formula reads: the training part, or for user_split (the meta stage,
+    whose tasks are cut from every user's history) all interactions."""
     if "train" in split.matrices:
         return split["train"]
-    return split["interactions"][split.arrays["train_users"]]
+    return split["interactions"]
+
+
+def _addmm_(self, a, b, *args, out_shape=None, **kwargs):
+    return 2 * a[0] * a[1] * b[1]
 
 
 def child_measure(work: Path, model: str, index: int) -> dict:
@@ -130,19 +161,24 @@ def child_measure(work: Path, model: str, index: int) -> dict:
     from recsys.protocols import Split
     from recsys.training.cost import DataShape
 
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
     probe = PROBES[model]
     split = Split.load(split_dir(work, probe, probe.sizes[index]))
-    shape = DataShape.from_csr(train_matrix(split))
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     m = build(model, **probe.config)
     t0 = time.perf_counter()
     m.fit_split(split, validate=False)
     wall = time.perf_counter() - t0
-    history = getattr(m, "history_", None) or [{}]
-    seconds = history[0].get("train_seconds", wall) if len(history) == 1 else wall
+    seconds = wall  # the whole fit: one epoch, plus one-off phases the formula counts too (measured_fit_cost)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    s = DataShape.from_csr(train_matrix(split))  # the catalogue the model saw (sequential models index their own)
+    shape = DataShape(s.n_users, int(getattr(m, "n_items_", s.n_items)), s.nnz, s.len_sq_sum)
     m = build(model, **probe.config)
-    with FlopCounterMode(display=False) as counter:
+    # What FlopCounterMode misses on the CPU in torch 2.13 (the formulas count the real work):
+    # attention's flash kernel has no formula (the math kernel is counted as its products), and
+    # the in-place addmm_ of the blocked cross-entropy's backward is not mapped.
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False, custom_mapping={torch.ops.aten.addmm_: _addmm_}) as counter:
         m.fit_split(split, validate=False)
     return {"shape": shape.__dict__, "seconds": seconds, "fit_wall_seconds": wall, "peak_rss_bytes": peak,
             "rss_after_load_bytes": rss_loaded, "counted_dense_flops": float(counter.get_total_flops()),
@@ -164,6 +200,14 @@ def run_child(kind: str, work: Path, model: str, index: int, timeout: float) -> 
 # ----------------------------------------------------------------------------- analysis
 
 
+def measured_fit_cost(klass, config, shape):
+    """The formula of what a probe's fit runs: one main-loop epoch (one local epoch for LFT /
+    EnLFT), plus the one-off phases of models that have them (base models, anchors, scoring)."""
+    if hasattr(klass, "fit_cost"):
+        return klass.fit_cost(config, shape, 1)
+    return klass.epoch_cost(config, shape)
+
+
 def analyse(model: str, measured: list[dict]) -> dict:
     """Formula beside measurement at each size, fitted growth and rate, extrapolation."""
     from recsys.models.registry import get_model
@@ -175,7 +219,7 @@ def analyse(model: str, measured: list[dict]) -> dict:
     rows = []
     for m in measured:
         shape = DataShape(**m["shape"])
-        cost = klass.epoch_cost(config, shape)
+        cost = measured_fit_cost(klass, config, shape)
         rows.append({**m, "formula": cost.to_dict(),
                      "counted_over_formula_dense": (m["counted_dense_flops"] / cost.dense_flops
                                                     if cost.dense_flops and m["counted_dense_flops"] else None),
@@ -198,11 +242,19 @@ def analyse(model: str, measured: list[dict]) -> dict:
     for name in DATASETS:
         shape = dataset_shape(name, probe.protocol)
         cost = klass.epoch_cost(real, shape)
-        entry = {"shape": shape.__dict__, "formula": cost.to_dict(),
+        one_off = klass.one_off_cost(real, shape) if hasattr(klass, "one_off_cost") else None
+        host = max(cost.host_bytes, one_off.host_bytes if one_off else 0)
+        device = max(cost.device_bytes, one_off.device_bytes if one_off else 0)
+        entry = {"shape": shape.__dict__, "formula": cost.to_dict(), "host_bytes": host, "device_bytes": device,
                  "h100_seconds_estimated": estimate_seconds(cost, H100),
-                 "fits_24_gib_host": cost.host_bytes <= 24 * GiB, "fits_h100_80gb": cost.device_bytes <= H100_MEMORY}
+                 "fits_24_gib_host": host <= 24 * GiB, "fits_h100_80gb": device <= H100_MEMORY}
+        if one_off is not None:
+            entry["one_off"] = one_off.to_dict()
+            entry["one_off_h100_seconds_estimated"] = estimate_seconds(one_off, H100)
         if "rate_flops_per_s" in out:
             entry["cpu_seconds"] = cost.flops / out["rate_flops_per_s"]
+            if one_off is not None:
+                entry["one_off_cpu_seconds"] = one_off.flops / out["rate_flops_per_s"]
         scale = ROOT / "benchmarks" / "results" / f"scale_{name}.json"
         if probe.full_size and scale.exists():  # the same stage run at the real shape (benchmarks/scale.py)
             full = json.loads(scale.read_text())["stages"].get(probe.full_size)
@@ -221,8 +273,12 @@ def table(record: dict) -> str:
         for name, e in res.get("analysis", {}).get("extrapolated", {}).items():
             f = e["formula"]
             cpu = f"{e['cpu_seconds']:,.0f}" if "cpu_seconds" in e else "-"
-            lines.append(f"| {res['analysis']['stage']} | {name} | {f['host_bytes'] / GiB:.1f} GiB | "
-                         f"{f['device_bytes'] / GiB:.1f} GiB | {cpu} | {e['h100_seconds_estimated']:.2f} | {f['steps']:,} |")
+            h100 = f"{e['h100_seconds_estimated']:.2f}"
+            if "one_off" in e:
+                cpu += f" (+{e.get('one_off_cpu_seconds', float('nan')):,.0f} once)"
+                h100 += f" (+{e['one_off_h100_seconds_estimated']:.2f} once)"
+            lines.append(f"| {res['analysis']['stage']} | {name} | {e['host_bytes'] / GiB:.1f} GiB | "
+                         f"{e['device_bytes'] / GiB:.1f} GiB | {cpu} | {h100} | {f['steps']:,} |")
     return "\n".join(lines)
 
 
@@ -258,6 +314,7 @@ def main() -> None:
     ap.add_argument("--stages", default=",".join(PROBES))
     ap.add_argument("--work", default="/tmp/recsys_cost")
     ap.add_argument("--budget-s", type=float, default=3600.0, help="stop starting new sizes after this many seconds")
+    ap.add_argument("--sizes", type=int, default=3, help="measure only the first N sizes of each probe (a smoke run)")
     ap.add_argument("--fresh", action="store_true", help="measure again sizes the JSON already holds")
     ap.add_argument("--analyse-only", action="store_true", help="recompute formulas and tables from the JSON")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -286,7 +343,7 @@ def main() -> None:
         done = {tuple(m["size"]) for m in entry["measured"]} if not args.fresh else set()
         if args.fresh:
             entry["measured"] = []
-        for index, size in enumerate(PROBES[model].sizes):
+        for index, size in enumerate(PROBES[model].sizes[:args.sizes]):
             if args.analyse_only or tuple(size) in done:
                 continue
             left = args.budget_s - (time.perf_counter() - t_start)
@@ -309,6 +366,10 @@ def main() -> None:
         if entry["measured"]:
             entry["analysis"] = analyse(model, entry["measured"])
             write_json(RESULTS, record, indent=1)
+    for model, entry in record["stages"].items():  # formulas may have changed since a stage was measured
+        if entry.get("measured") and model in PROBES:
+            entry["analysis"] = analyse(model, entry["measured"])
+    write_json(RESULTS, record, indent=1)
     print(checks(record))
     print()
     print(full_size_checks(record))
