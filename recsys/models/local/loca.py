@@ -172,8 +172,11 @@ class LOCA(LocalModel):
     def one_off_cost(cls, config: LOCAConfig, shape: DataShape) -> EpochCost:
         """The global VAE (``epochs`` epochs of WL with exponent 0), the users' embeddings, the
         coverage anchors (angular distance of every ``coverage_stride``-th user with every user:
-        2 (U / stride) U H dense FLOPs, a [U / stride, U] bool cover matrix: a U^2 / stride host
-        term) and each local's train / test kernels (4 q U H)."""
+        2 (U / stride) U H dense FLOPs; lazy greedy in O(U) host bytes: one block of <= 2048
+        candidate rows (float distances + bools) while the gains are counted, the normalised
+        embeddings, 24 B / user fingerprint weights, <= 128 cached and <= 64 recomputed rows, 41 B
+        per candidate; no [U / stride, U] cover matrix) and each local's train / test kernels
+        (4 q U H)."""
         from recsys.models.base import BASE_PROCESS_BYTES
 
         c, n, H = config, shape.n_users, config.hidden
@@ -187,7 +190,10 @@ class LOCA(LocalModel):
         anchors = 2.0 * cand * n * H
         kernels = 4.0 * q * n * H
         embed = 2.0 * shape.nnz * 2 * H
-        cover = cand * n + 3 * F32 * min(2048, max(cand, 1)) * n
+        cover = 3 * F32 * n  # random / kmeans: as before
+        if cand:  # neighbourhoods._coverage_anchors: pass 1 (a block of rows) or pass 2 (cached + recomputed rows)
+            rows = max((F32 + 1) * min(2048, cand) * n + 8 * 64 * n, (128 + 64 * (F32 + 2) + 1) * n)
+            cover = F32 * n * H + 24 * n + 41 * cand + rows
         host = BASE_PROCESS_BYTES + 48 * shape.nnz + F32 * (4 * bank_params(1, shape.n_items, H) + n * H) + cover
         phase = EpochCost(anchors + kernels + embed, anchors + kernels, host, CUDA_CONTEXT_BYTES + cover,
                           traffic_bytes=3 * F32 * cand * n, steps=0, params=0,

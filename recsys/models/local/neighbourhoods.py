@@ -25,24 +25,44 @@ ANCHOR_METHODS = ("coverage", "random", "kmeans")
 
 def angular_distance(a: Tensor, b: Tensor) -> Tensor:
     """Normalised angular distance d = (2 / pi) * arccos(cos(a_i, b_j)) in [0, 1] -> [len(a), len(b)]."""
-    a = a / a.norm(dim=1, keepdim=True).clamp_min(1e-10)
-    b = b / b.norm(dim=1, keepdim=True).clamp_min(1e-10)
-    return (2.0 / math.pi) * torch.arccos((a @ b.T).clamp(-1.0, 1.0))
+    return _angular(_unit_rows(a), _unit_rows(b))
+
+
+def _unit_rows(x: Tensor) -> Tensor:
+    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-10)
+
+
+def _angular(a_unit: Tensor, b_unit: Tensor) -> Tensor:
+    return (2.0 / math.pi) * torch.arccos((a_unit @ b_unit.T).clamp(-1.0, 1.0))
 
 
 def kernel(distance: Tensor, bandwidth: float, kind: str = "epanechnikov") -> Tensor:
     """Kernel weight of a distance: Epanechnikov 3/4 * max(1 - (d/h)^2, 0); uniform 1[d < h];
     triangular max(1 - d/h, 0)."""
-    if kind not in KERNELS:
-        raise ConfigError(f"kernel must be one of {KERNELS}, got {kind!r}")
-    if not bandwidth > 0:
-        raise ConfigError(f"kernel bandwidth must be > 0, got {bandwidth!r}")
+    _check_kernel(bandwidth, kind)
     u = distance / bandwidth
     if kind == "epanechnikov":
         return 0.75 * (1 - u * u).clamp_min(0.0)
     if kind == "uniform":
         return (u < 1).to(distance.dtype)
     return (1 - u).clamp_min(0.0)
+
+
+def _check_kernel(bandwidth: float, kind: str) -> None:
+    if kind not in KERNELS:
+        raise ConfigError(f"kernel must be one of {KERNELS}, got {kind!r}")
+    if not bandwidth > 0:
+        raise ConfigError(f"kernel bandwidth must be > 0, got {bandwidth!r}")
+
+
+def _covered(a_unit: Tensor, b_unit: Tensor, bandwidth: float) -> Tensor:
+    """``kernel(_angular(a_unit, b_unit), bandwidth, kind) > 0`` bit for bit, for every kind, with
+    one float [len(a), len(b)] buffer instead of the kernel's temporaries: the same ops in place
+    give u = d / bandwidth, and each kernel is > 0 exactly where float32 u < 1 (1 - u and
+    1 - u*u round to > 0 iff u < 1; 0.75 x > 0 for every float32 x > 0)."""
+    u = a_unit @ b_unit.T
+    u.clamp_(-1.0, 1.0).arccos_().mul_(2.0 / math.pi).div_(bandwidth)
+    return u < 1
 
 
 def select_anchors(
@@ -62,7 +82,11 @@ def select_anchors(
       (LOCA's code uses 10 to save time); candidate c covers the users with a non-zero test
       kernel (`bandwidth`) around it. Repeatedly take the candidate covering most not-yet-covered
       users (ties: lowest index) and mark its users covered; once everyone is covered the rest
-      are picked by the same rule, i.e. the lowest-index unused candidates.
+      are picked by the same rule, i.e. the lowest-index unused candidates. Memory is O(U +
+      candidates) plus one `block` of candidate rows while the initial gains are counted: no
+      candidates x U cover matrix is kept; the greedy is lazy (a candidate's gain only shrinks as
+      users get covered, so a stale gain is an upper bound and only the leaders' rows are
+      recomputed), and picks exactly the anchors of the plain greedy over the full matrix.
     * ``random``: `n_anchors` distinct users drawn with `seed`.
     * ``kmeans``: k-means (Lloyd, k-means++ init, `seed`) on the embeddings; the user nearest
       each centroid.
@@ -78,22 +102,111 @@ def select_anchors(
         return _kmeans_anchors(embeddings, n_anchors, seed)
     if not isinstance(stride, int) or stride < 1:
         raise ConfigError(f"coverage stride must be an integer >= 1, got {stride!r}")
-    cand = torch.arange(0, n_users, stride, device=embeddings.device)
+    return _coverage_anchors(embeddings, n_anchors, bandwidth, kind, stride, block)
+
+
+_FINGERPRINT_SEED = 0x10CA
+_ROW_CACHE = 128  # candidate rows kept between lazy-greedy rounds (each U bools)
+_last_coverage_stats: dict[str, int] = {}  # how lazy the last coverage greedy was (benchmarks, tests)
+
+
+def _coverage_anchors(embeddings: Tensor, n_anchors: int, bandwidth: float, kind: str, stride: int,
+                      block: int) -> np.ndarray:
+    """Lazy greedy max coverage in O(U + candidates) memory (plus one block / a few rows).
+
+    Pass 1 computes the candidates' cover rows `block` at a time, exactly as the plain greedy
+    would (same slices, same ops), and keeps per candidate only its gain (number of users it
+    covers) and a fingerprint of its cover set (two sums of random 31-bit integer weights of the
+    covered users; exact in float64). Pass 2: `bound[c]` is c's gain when last computed; gains
+    only shrink, so it bounds the current gain. Take the unused candidate with the largest bound
+    (ties: lowest index, as torch.argmax); if its bound was computed against the current
+    uncovered set it is the greedy's choice, else recompute it (and a few runners-up) and repeat.
+
+    A row recomputed alone may differ in the last float bit from the same row inside a block
+    (BLAS blocking), which could flip a borderline ``> 0``; a recomputed row whose fingerprint
+    differs from pass 1's is therefore taken from its whole block recomputed as in pass 1, so
+    the rows used are bit-identical to the plain greedy's.
+    """
+    _check_kernel(bandwidth, kind)
+    n_users, device = embeddings.shape[0], embeddings.device
+    cand = torch.arange(0, n_users, stride, device=device)
     if len(cand) < n_anchors:
-        cand = torch.arange(n_users, device=embeddings.device)
-    covers = torch.cat([
-        kernel(angular_distance(embeddings[cand[i : i + block]], embeddings), bandwidth, kind) > 0
-        for i in range(0, len(cand), block)
-    ])  # [n_cand, U]
-    uncovered = torch.ones(n_users, dtype=torch.bool, device=embeddings.device)
-    used = torch.zeros(len(cand), dtype=torch.bool, device=embeddings.device)
-    anchors = []
-    for _ in range(n_anchors):
-        gain = (covers & uncovered).sum(1).masked_fill(used, -1)
-        j = int(torch.argmax(gain))  # first maximum: the lowest index wins ties
-        used[j] = True
-        uncovered &= ~covers[j]
-        anchors.append(int(cand[j]))
+        cand = torch.arange(n_users, device=device)
+    n_cand = len(cand)
+    unit = _unit_rows(embeddings)  # what angular_distance(., embeddings) computes for its second argument
+
+    def rows_of(a: Tensor) -> Tensor:  # the plain greedy's kernel(angular_distance(a, embeddings)) > 0
+        return _covered(_unit_rows(a), unit, bandwidth)
+
+    gen = torch.Generator(device="cpu").manual_seed(_FINGERPRINT_SEED)
+    weights = torch.ones(n_users, 3, dtype=torch.float64)
+    weights[:, 1:] = torch.randint(0, 1 << 31, (n_users, 2), generator=gen, dtype=torch.int64).to(torch.float64)
+    weights = weights.to(device)  # column 0 counts, 1-2 fingerprint; sums < U * 2^31 < 2^53: exact
+
+    def summary(rows: Tensor, chunk: int = 64) -> Tensor:  # [k, U] bool -> [k, 3] float64 (count, fp1, fp2)
+        return torch.cat([rows[r : r + chunk].to(torch.float64) @ weights for r in range(0, len(rows), chunk)])
+
+    summ = torch.cat([summary(rows_of(embeddings[cand[i : i + block]])) for i in range(0, n_cand, block)])
+    bound = summ[:, 0].to(torch.int64)
+    fingerprint = summ[:, 1:]
+    stamp = torch.zeros(n_cand, dtype=torch.int64, device=device)  # anchors taken when bound[c] was computed
+    used = torch.zeros(n_cand, dtype=torch.bool, device=device)
+    uncovered = torch.ones(n_users, dtype=torch.bool, device=device)
+    cache: dict[int, Tensor] = {}  # candidate -> its cover row (static), most recently used last
+    stats = _last_coverage_stats
+    stats.clear()
+    stats.update(recomputed_rows=0, block_fallbacks=0, cache_hits=0)
+
+    def exact_rows(idx: list[int]) -> list[Tensor]:
+        """Cover rows of candidates `idx`, bit-identical to pass 1's."""
+        out: dict[int, Tensor] = {}
+        todo = [c for c in idx if c not in cache]
+        stats["cache_hits"] += len(idx) - len(todo)
+        if todo:
+            rows = rows_of(embeddings[cand[torch.as_tensor(todo, device=device)]])
+            stats["recomputed_rows"] += len(todo)
+            ok = (summary(rows)[:, 1:] == fingerprint[todo]).all(1).tolist()
+            for n, c in enumerate(todo):
+                if ok[n]:
+                    out[c] = rows[n].clone()  # not a view: a cached row must not pin its batch
+            for start in sorted({c // block * block for n, c in enumerate(todo) if not ok[n]}):
+                stats["block_fallbacks"] += 1
+                whole = rows_of(embeddings[cand[start : start + block]])
+                for n, c in enumerate(todo):
+                    if not ok[n] and start <= c < start + block:
+                        out[c] = whole[c - start].clone()
+        for c in idx:
+            row = cache.pop(c) if c in cache else out[c]
+            cache[c] = row
+        while len(cache) > _ROW_CACHE:
+            cache.pop(next(iter(cache)))
+        return [cache[c] for c in idx]
+
+    anchors: list[int] = []
+    width = 1
+    while len(anchors) < n_anchors:
+        t = len(anchors)
+        score = bound.masked_fill(used, -1)
+        j = int(torch.argmax(score))  # first maximum: the lowest index wins ties
+        if int(score[j]) <= 0 or not bool(uncovered.any()):  # every gain is 0 from now on:
+            rest = (~used).nonzero().squeeze(1)[: n_anchors - t]  # the lowest-index unused candidates
+            anchors.extend(int(c) for c in cand[rest].tolist())
+            break
+        if int(stamp[j]) == t:  # its bound is its current gain, and no one else can beat it
+            (row,) = exact_rows([j])
+            used[j] = True
+            uncovered &= ~row
+            anchors.append(int(cand[j]))
+            width = 1
+            continue
+        # refresh the leader and, the more rounds need refreshing, more runners-up with stale bounds
+        top = torch.topk(score, min(width, n_cand - t)).indices.tolist()
+        idx = [j] + [c for c in top if c != j and int(stamp[c]) != t and not bool(used[c])]
+        rows = torch.stack(exact_rows(idx))
+        idx_t = torch.as_tensor(idx, device=device)
+        bound[idx_t] = (rows & uncovered).sum(1)
+        stamp[idx_t] = t
+        width = min(2 * width, 64)
     return np.asarray(anchors, dtype=np.int64)
 
 
