@@ -110,3 +110,35 @@ def test_ease_formula_host_bound_and_cubic_work():
 def test_models_without_a_formula_say_so():
     with pytest.raises(NotImplementedError, match="no cost formula"):
         get_model("mostpop").epoch_cost(get_model("mostpop").Config(), DataShape(10, 10, 10))
+
+
+# Every stage of the scale issue has a formula, and none of them grows on the host with users x items.
+STAGES = ("multvae", "ease", "sasrec", "bert4rec", "loca", "wl", "lft", "enlft", "tall", "tail_learner",
+          "maml", "maml_pp", "melo", "remi", "comirec", "mind")
+
+
+def _per_user_bytes(phase, cfg, n_users: int, n_items: int) -> float:
+    """Host bytes one more user costs a phase (``epoch_cost`` / ``one_off_cost``) around `n_users`
+    (50 interactions per user)."""
+    a, b = (phase(cfg, DataShape(u, n_items, 50 * u)).host_bytes for u in (n_users, 2 * n_users))
+    return (b - a) / n_users
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_stage_has_a_formula_and_no_users_times_items_host_term(name):
+    klass = get_model(name)
+    cfg = klass.Config()
+    cost = klass.epoch_cost(cfg, DataShape(100_000, 20_000, 5_000_000))
+    assert cost.flops >= cost.dense_flops > 0 and cost.host_bytes > 0 and cost.device_bytes > 0
+    assert cost.steps >= 1 and cost.params > 0
+    # what a user adds to the host must not grow with the catalogue (a U x I term: 4x the items,
+    # 4x the bytes per user) nor with the number of users (a U^2 term); per-user state such as
+    # the CSR data, TALL's adaptive weights or LFT's local sets is fine
+    phases = [klass.epoch_cost] + ([klass.one_off_cost] if hasattr(klass, "one_off_cost") else [])
+    for phase in phases:
+        base = _per_user_bytes(phase, cfg, 100_000, 20_000)
+        slack = 4096.0
+        if name != "ease":  # EASE's Gram grows with users until it is I x I: the model's own size, not per user
+            assert _per_user_bytes(phase, cfg, 100_000, 80_000) < 2 * base + slack, \
+                f"{name} {phase.__name__}: a users x items host term"
+        assert _per_user_bytes(phase, cfg, 400_000, 20_000) < 2 * base + slack, f"{name} {phase.__name__}: a users^2 host term"

@@ -107,8 +107,9 @@ def test_growth():
     loca = get_model("loca")
     a, b = loca.epoch_cost(loca.Config(n_local=10, chunk=5), SHAPE), loca.epoch_cost(loca.Config(n_local=20, chunk=5), SHAPE)
     assert b.dense_flops == pytest.approx(2 * a.dense_flops) and b.steps == 2 * a.steps
-    one_off = loca.one_off_cost(loca.Config(n_local=10), SHAPE)
-    assert one_off.terms["cover_bytes"] >= SHAPE.n_users ** 2 / 10  # the U x U / stride cover matrix
+    covers = [loca.one_off_cost(loca.Config(n_local=10), DataShape(u, SHAPE.n_items, 30 * u)).terms["cover_bytes"]
+              for u in (SHAPE.n_users, 4 * SHAPE.n_users)]
+    assert covers[1] < 5 * covers[0]  # coverage anchors hold O(U) (one block of rows), no U x U / stride matrix
 
     enlft = get_model("enlft")
     a, b = (enlft.epoch_cost(enlft.Config(n_anchors=k), SHAPE) for k in (50, 100))
