@@ -1,9 +1,10 @@
 """Readers for every registered file format, and :func:`load_dataset`.
 
 Every reader returns the interaction table of :mod:`recsys.data.schema` in file order. Files are
-parsed by pandas' C engine with explicit dtypes; only when that fails (or a check on its result
-does) is the file scanned line by line, to name the first bad line in a :class:`DataError`.
-So bad input costs one extra pass and good input none.
+parsed by pandas' C engine with explicit dtypes (delimited files in chunks of :data:`_CHUNK_ROWS`
+rows); only when that fails (or a check on its result does) is the file scanned line by line, to
+name the first bad line in a :class:`DataError`. So bad input costs one extra pass and good input
+none.
 """
 
 from __future__ import annotations
@@ -167,16 +168,21 @@ def _dtype(col: str, spec: _Table) -> str | None:
     return "float64"
 
 
+def _as(s: pd.Series, dtype: Any) -> pd.Series:
+    """``s`` as ``dtype``, itself (not a copy) when it already is."""
+    return s if s.dtype == dtype else s.astype(dtype)
+
+
 def _ids(s: pd.Series, mode: str) -> pd.Series:
     if mode == "int" or (mode == "infer" and pd.api.types.is_integer_dtype(s)):
-        return s.astype(np.int64)
+        return _as(s, np.int64)
     return s.astype("str")
 
 
 def _seconds(s: pd.Series) -> pd.Series:
     """Unix seconds (float64) from numbers or ISO-8601 dates (naive dates are taken as UTC)."""
     if pd.api.types.is_numeric_dtype(s):
-        return s.astype(np.float64)
+        return _as(s, np.float64)
     dt = pd.to_datetime(s, errors="coerce", utc=True, format="ISO8601")
     return (dt - _EPOCH).dt.total_seconds()
 
@@ -186,7 +192,61 @@ def _no_rows(src: Source, label: str, spec: _Table) -> DataError:
                      f"expected {_describe(spec)} (file {src.label})")
 
 
-def _read_table(src: Source, label: str, spec: _Table) -> pd.DataFrame:
+_CHUNK_ROWS = 4_000_000
+"""Rows per ``read_csv`` chunk in :func:`_read_table`. Only one chunk is alive in pandas' full
+width at a time; the chunks read so far are kept packed (:func:`_pack`), so reading costs about
+one copy of the finished table (a single ``read_csv`` call holds its internal chunks and their
+concatenation at once)."""
+
+
+@dataclass
+class _Packed:
+    """One chunk of one column: the values in the narrowest dtype that gives them back exactly
+    (int64 -> int32, float64 -> float32 or int32), and the dtype pandas parsed them as."""
+
+    values: Any  # np.ndarray, or the parsed Series itself when it is not numeric
+    dtype: Any
+
+
+def _pack(s: pd.Series) -> _Packed:
+    dtype = s.dtype
+    if not isinstance(dtype, np.dtype) or dtype.kind not in "iuf" or len(s) == 0:
+        return _Packed(s, dtype)
+    a = s.to_numpy()
+    if dtype.kind in "iu":
+        info = np.iinfo(np.int32)
+        return _Packed(a.astype(np.int32) if info.min <= a.min() and a.max() <= info.max else a, dtype)
+    bits = f"u{dtype.itemsize}"
+    for narrow in (np.float32, np.int32):  # kept only if it gives back every bit (NaN, -0.0 included)
+        with np.errstate(invalid="ignore", over="ignore"):
+            small = a.astype(narrow)
+        if np.array_equal(small.astype(dtype).view(bits), a.view(bits)):
+            return _Packed(small, dtype)
+    return _Packed(a, dtype)
+
+
+def _unpack(parts: list[_Packed]) -> pd.Series:
+    """The chunks of one column as one Series, as a single read would have parsed it; ``parts``
+    is emptied as it goes, so each packed chunk is freed once copied."""
+    if len({p.dtype for p in parts}) == 1 and all(isinstance(p.values, np.ndarray) for p in parts):
+        out = np.empty(sum(len(p.values) for p in parts), parts[0].dtype)
+        start = 0
+        while parts:
+            values = parts.pop(0).values
+            out[start:start + len(values)] = values
+            start += len(values)
+        return pd.Series(out, copy=False)
+    # Chunks parsed as different dtypes (or not numbers): pandas' common dtype, as one read gives.
+    series = [p.values.reset_index(drop=True) if isinstance(p.values, pd.Series)
+              else pd.Series(p.values.astype(p.dtype, copy=False), copy=False) for p in parts]
+    parts.clear()
+    return pd.concat(series, ignore_index=True) if len(series) > 1 else series[0]
+
+
+def _read_table(src: Source, label: str, spec: _Table, chunk_rows: int | None = None) -> pd.DataFrame:
+    """The file read ``chunk_rows`` (default :data:`_CHUNK_ROWS`) rows at a time; every chunk is
+    checked as it comes, and the first fault found sends the whole file to :func:`_scan`, which
+    names its first bad line (numbered from the top of the file, whichever chunk it was in)."""
     positions = _positions(src, spec, label)
     # pandas' fast C parser takes one-character separators only; '::' is read as ':' with an
     # empty field between real ones, which the checks below require to stay empty.
@@ -194,32 +254,45 @@ def _read_table(src: Source, label: str, spec: _Table) -> pd.DataFrame:
     dtype = {pos * width: _dtype(col, spec) for col, pos in positions.items()}
     kwargs: dict[str, Any] = dict(sep=sep, header=None, skiprows=1 if spec.header else 0,
                                   dtype={k: v for k, v in dtype.items() if v}, skip_blank_lines=True,
-                                  engine="c" if len(sep) == 1 or sep == r"\s+" else "python")
+                                  engine="c" if len(sep) == 1 or sep == r"\s+" else "python",
+                                  chunksize=chunk_rows or _CHUNK_ROWS)
     if spec.n_fields is None:
         kwargs["usecols"] = sorted(dtype)
     problems = _table_problems(spec, positions)
+    required = [pos * width for col, pos in positions.items() if col not in spec.optional]
+    parts: dict[str, list[_Packed]] = {col: [] for col in positions}
+    fault: Exception | str | None = None
     try:
         with src.open() as f:
-            raw = pd.read_csv(f, **kwargs)
+            for raw in pd.read_csv(f, **kwargs):
+                if (spec.n_fields is not None and raw.shape[1] != spec.n_fields * width - (width - 1)) \
+                        or raw[required].isna().any(axis=None) \
+                        or (width == 2 and raw[raw.columns[1::2]].notna().any(axis=None)):
+                    fault = "missing or extra fields"
+                    break
+                for col, pos in positions.items():
+                    parts[col].append(_pack(raw[pos * width]))
+                del raw
     except pd.errors.EmptyDataError:
         raise _no_rows(src, label, spec) from None
     except (pd.errors.ParserError, ValueError) as err:  # bad field count or value; UnicodeError too
-        raise _scan(src, label, problems, err) from None
-    if len(raw) == 0:
+        fault = err
+    if fault is not None:
+        raise _scan(src, label, problems, fault) from None
+    if not parts[USER] or sum(len(p.values) for p in parts[USER]) == 0:
         raise _no_rows(src, label, spec)
-    required = [pos * width for col, pos in positions.items() if col not in spec.optional]
-    if (spec.n_fields is not None and raw.shape[1] != spec.n_fields * width - (width - 1)) \
-            or raw[required].isna().any(axis=None) \
-            or (width == 2 and raw[raw.columns[1::2]].notna().any(axis=None)):
-        raise _scan(src, label, problems, "missing or extra fields")
-    out = pd.DataFrame({col: raw[pos * width] for col, pos in positions.items()})
-    for col in (USER, ITEM):
-        out[col] = _ids(out[col], spec.ids)
-    if TIMESTAMP in out:
-        out[TIMESTAMP] = _seconds(out[TIMESTAMP])
-        if (out[TIMESTAMP].isna() & raw[positions[TIMESTAMP] * width].notna()).any():
-            raise _scan(src, label, problems, "unreadable dates")
-    return out
+    out: dict[str, pd.Series] = {}
+    for col in positions:
+        column = _unpack(parts.pop(col))
+        if col in (USER, ITEM):
+            column = _ids(column, spec.ids)
+        elif col == TIMESTAMP:
+            seconds = _seconds(column)
+            if (seconds.isna() & column.notna()).any():
+                raise _scan(src, label, problems, "unreadable dates")
+            column = seconds
+        out[col] = column
+    return pd.DataFrame(out, copy=False)
 
 
 def _describe(spec: _Table) -> str:
@@ -501,21 +574,24 @@ _FORMATS: dict[str, dict[str, _Format]] = {
 
 
 def _finish(df: pd.DataFrame) -> pd.DataFrame:
-    """Columns in schema order and dtypes; rating 1.0 where the file has none (implicit feedback)."""
-    df = df.reset_index(drop=True)
+    """Columns in schema order and dtypes; rating 1.0 where the file has none (implicit feedback).
+
+    ``df`` is a reader's own fresh table, so its columns are taken over, not copied."""
+    if not (isinstance(df.index, pd.RangeIndex) and df.index.start == 0 and df.index.step == 1):
+        df = df.reset_index(drop=True)
     out = pd.DataFrame({
         USER: df[USER],
         ITEM: df[ITEM],
-        RATING: df[RATING].astype(np.float64) if RATING in df else 1.0,
-        TIMESTAMP: df[TIMESTAMP].astype(np.float64) if TIMESTAMP in df else np.nan,
-    })
+        RATING: _as(df[RATING], np.float64) if RATING in df else np.ones(len(df)),
+        TIMESTAMP: _as(df[TIMESTAMP], np.float64) if TIMESTAMP in df else np.full(len(df), np.nan),
+    }, copy=False)
     for col in (USER, ITEM):
         if not pd.api.types.is_integer_dtype(out[col]):
             out[col] = out[col].astype("str")
         elif out[col].dtype != np.int64:
             out[col] = out[col].astype(np.int64)
     if ORDER in df:
-        out[ORDER] = df[ORDER].astype(np.int64)
+        out[ORDER] = _as(df[ORDER], np.int64)
     return out
 
 

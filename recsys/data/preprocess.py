@@ -20,6 +20,9 @@ from recsys.errors import ConfigError, DataError
 
 IdOrder = Literal["first", "sorted", "popularity"]
 _ID_ORDERS = ("first", "sorted", "popularity")
+# With copy-on-write (always on from pandas 3) a shallow copy shares columns until either side
+# writes, so a function that replaces columns need not copy the others first.
+_SHALLOW_COPY_IS_SAFE = int(pd.__version__.split(".")[0]) >= 3
 
 
 # --------------------------------------------------------------------------- checks
@@ -92,7 +95,7 @@ def binarize(df: pd.DataFrame, threshold: float | None = None, *, unknown_max: f
     ML-1M's shared partial file has ``unknown_max=3``: ``threshold >= 4`` or None are exact.
     """
     _require_columns(df, (USER, ITEM, RATING), "binarize")
-    out = df.copy()
+    out = df.copy(deep=not _SHALLOW_COPY_IS_SAFE)
     if threshold is None:
         out[RATING] = 1.0
         return out.reset_index(drop=True)
@@ -135,14 +138,33 @@ def dedupe(df: pd.DataFrame) -> pd.DataFrame:
     The kept rows stay in file order. ``order`` values are not renumbered (see :func:`time_order`).
     """
     _require_columns(df, (USER, ITEM), "dedupe")
-    if not df.duplicated([USER, ITEM]).any():
+    pairs = pair_codes(df)
+    if not has_repeats(pairs):
         return df.reset_index(drop=True)
+    return df.iloc[latest_rows(df, pairs, "dedupe")].reset_index(drop=True)
+
+
+def pair_codes(df: pd.DataFrame) -> np.ndarray:
+    """One int64 per row, equal exactly where the rows' (user, item) pairs are equal (NaN ids too)."""
+    users, _ = pd.factorize(df[USER], use_na_sentinel=False)
+    items, item_ids = pd.factorize(df[ITEM], use_na_sentinel=False)
+    return users.astype(np.int64) * max(len(item_ids), 1) + items
+
+
+def has_repeats(codes: np.ndarray) -> bool:
+    """Whether any value occurs twice (a sort: faster and smaller than hashing for big arrays)."""
+    ordered = np.sort(codes)
+    return bool((ordered[1:] == ordered[:-1]).any())
+
+
+def latest_rows(df: pd.DataFrame, pairs: np.ndarray, where: str) -> np.ndarray:
+    """Ascending positions of the rows :func:`dedupe` keeps: per value of ``pairs``, the latest
+    row by ``order``, else ``timestamp``, else file position (ties: the later file position)."""
     pos = np.arange(len(df))
-    key = _time_key(df, "dedupe")
+    key = _time_key(df, where)
     by_time = pos if key is None else np.lexsort((pos, key))
-    ranked = df.iloc[by_time]
-    latest = ~ranked.duplicated([USER, ITEM], keep="last").to_numpy()
-    return df.iloc[np.sort(by_time[latest])].reset_index(drop=True)
+    latest = ~pd.Series(pairs[by_time], copy=False).duplicated(keep="last").to_numpy()
+    return np.sort(by_time[latest])
 
 
 def filter_min_count(df: pd.DataFrame, min_user: int = 0, min_item: int = 0) -> pd.DataFrame:

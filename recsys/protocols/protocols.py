@@ -26,7 +26,7 @@ from recsys.data import preprocess as pre
 from recsys.data.preprocess import IdMap
 from recsys.data.schema import ITEM, ORDER, RATING, USER
 from recsys.checks import check_bool, check_fraction, check_int
-from recsys.errors import ConfigError
+from recsys.errors import ConfigError, DataError
 from recsys.protocols.split import Split
 
 _TRAIN, _VALID, _TEST = 0, 1, 2
@@ -59,7 +59,17 @@ def _rank_within(groups: np.ndarray, keys: np.ndarray) -> np.ndarray:
 
 
 def _csr(users: np.ndarray, items: np.ndarray, n_rows: int, n_items: int) -> sp.csr_matrix:
-    return pre.to_csr(pd.DataFrame({USER: users, ITEM: items}), n_rows, n_items)
+    """Binary float32 CSR, as :func:`recsys.data.preprocess.to_csr`, straight from the id arrays."""
+    m = sp.csr_matrix((np.ones(len(users), dtype=np.float32), (users, items)), shape=(n_rows, n_items),
+                      dtype=np.float32)
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    return m
+
+
+def _index_dtype(n: int) -> type:
+    """The narrowest of int32 / int64 that holds 0..n (and -1)."""
+    return np.int32 if n < 2**31 - 1 else np.int64
 
 
 def _finish(protocol: str, seed: int, params: dict, id_map: IdMap, matrices: dict, arrays: dict,
@@ -136,9 +146,31 @@ def strong_generalization(
     min_user = check_int("min_user", min_user, 1)
 
     stats: dict = {"rows_in": int(len(df))}
-    df = _filtered(df, stats, "dedupe", pre.dedupe(df))
-    df = _filtered(df, stats, "min_user", pre.filter_min_count(df, min_user=min_user))
-    codes, uniques = pd.factorize(df[USER], sort=True)
+    # pre.dedupe then pre.filter_min_count(min_user=...), on integer codes: no filtered copy of
+    # the table is made, and the matrices are built once from the codes of the rows kept.
+    codes, uniques = pd.factorize(df[USER], sort=True, use_na_sentinel=False)
+    item_codes, item_ids = pd.factorize(df[ITEM], use_na_sentinel=False)
+    codes, item_codes = codes.astype(_index_dtype(len(uniques))), item_codes.astype(_index_dtype(len(item_ids)))
+    pairs = codes.astype(np.int64) * max(len(item_ids), 1) + item_codes
+    if pre.has_repeats(pairs):
+        rows = pre.latest_rows(df, pairs, "dedupe")
+        codes, item_codes = codes[rows], item_codes[rows]
+        del rows
+    del pairs
+    known = ~np.asarray(pd.isna(uniques), dtype=bool)  # NaN ids count as no user, as value_counts
+    count = np.bincount(codes, minlength=len(uniques))
+    stats["rows_after_dedupe"], stats["users_after_dedupe"] = int(len(codes)), int(((count > 0) & known).sum())
+    kept_user = (count >= min_user) & known
+    if not kept_user.all():
+        sel = kept_user[codes]
+        codes, item_codes = codes[sel], item_codes[sel]
+        del sel
+    if len(codes) == 0:
+        raise DataError(f"filter_min_count(min_user={min_user}, min_item=0) left 0 interactions: "
+                        f"lower the thresholds or check the input")
+    stats["rows_after_min_user"], stats["users_after_min_user"] = int(len(codes)), int(kept_user.sum())
+    codes = (np.cumsum(kept_user, dtype=np.int64) - 1).astype(codes.dtype)[codes]
+    uniques = np.asarray(uniques)[kept_user]
     n = len(uniques)
     n_h = n_heldout_users if n_heldout_users is not None else int(heldout_fraction * n)
     if n_h < 1:
@@ -160,8 +192,12 @@ def strong_generalization(
     user_part[perm[n - n_h:]] = _TEST
     row_part = user_part[codes]
 
-    items = pd.unique(df[ITEM].to_numpy()[row_part == _TRAIN])
-    item_idx = pd.Index(items).get_indexer(df[ITEM])
+    train_items = pd.unique(item_codes[row_part == _TRAIN])  # by first appearance, as vae_cf
+    items = np.asarray(item_ids)[train_items]
+    position = np.full(len(item_ids), -1, dtype=_index_dtype(len(train_items)))
+    position[train_items] = np.arange(len(train_items))
+    item_idx = position[item_codes]
+    del item_codes
     keep = (row_part == _TRAIN) | (item_idx >= 0)
     stats["heldout_rows_dropped_unseen_items"] = int((~keep).sum())
     has_rows = np.bincount(codes[keep], minlength=n) > 0
@@ -170,11 +206,15 @@ def strong_generalization(
         stats[f"{name}_users_dropped_no_train_items"] = int((~has_rows[blocks[p]]).sum())
         blocks[p] = blocks[p][has_rows[blocks[p]]]
     user_order = np.concatenate([blocks[_TRAIN], blocks[_VALID], blocks[_TEST]])
-    new_user = np.full(n, -1, dtype=np.int64)
+    new_user = np.full(n, -1, dtype=_index_dtype(n))
     new_user[user_order] = np.arange(len(user_order))
-    id_map = IdMap(users=np.asarray(uniques)[user_order], items=items)
+    id_map = IdMap(users=uniques[user_order], items=items)
     n_items = id_map.n_items
-    u, i, part = new_user[codes[keep]], item_idx[keep].astype(np.int64), row_part[keep]
+    if keep.all():
+        u, i, part = new_user[codes], item_idx, row_part
+    else:
+        u, i, part = new_user[codes[keep]], item_idx[keep], row_part[keep]
+    del codes, item_idx, row_part, keep
 
     n_train, n_valid = len(blocks[_TRAIN]), len(blocks[_VALID])
     offsets = {_TRAIN: 0, _VALID: n_train, _TEST: n_train + n_valid}
