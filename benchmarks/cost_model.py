@@ -282,6 +282,26 @@ def table(record: dict) -> str:
     return "\n".join(lines)
 
 
+def compact_table(record: dict) -> str:
+    """One row per stage, one column per dataset: host / GPU memory, seconds per epoch on 2 cores
+    and on an H100 (estimated)."""
+    names = list(DATASETS)
+    lines = ["| stage | " + " | ".join(f"{n}: host / GPU, s per epoch 2 cores / H100 (est.)" for n in names) + " |",
+             "|---|" + "---|" * len(names)]
+    for model, res in record["stages"].items():
+        a = res.get("analysis")
+        if not a:
+            continue
+        cells = []
+        for n in names:
+            e = a["extrapolated"][n]
+            cpu = f"{e['cpu_seconds']:,.0f}" if "cpu_seconds" in e else "-"
+            cells.append(f"{e['host_bytes'] / GiB:.1f} / {e['device_bytes'] / GiB:.1f} GiB, {cpu} / "
+                         f"{e['h100_seconds_estimated']:.2g} s")
+        lines.append(f"| {a['stage']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def full_size_checks(record: dict) -> str:
     lines = ["| stage | dataset | s / epoch: predicted vs measured | peak RSS: formula vs measured |", "|---|---|---|---|"]
     for model, res in record["stages"].items():
@@ -375,6 +395,8 @@ def main() -> None:
     print(full_size_checks(record))
     print()
     print(table(record))
+    print()
+    print(compact_table(record))
 
 
 if __name__ == "__main__":
