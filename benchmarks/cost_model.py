@@ -265,11 +265,60 @@ def analyse(model: str, measured: list[dict]) -> dict:
     return out
 
 
+def fit_machine(record: dict) -> dict:
+    """This machine as five costs fitted over every stage's measured sizes (non-negative least
+    squares on relative errors): seconds = dense FLOPs / R_dense + sparse FLOPs / R_sparse + bytes
+    moved / R_bytes + steps x s_step + s_fit. One model for all stages, so a memory-bound stage (the
+    POSIT learner's passes over I x I, REMI's Adam over the item table) is timed by its traffic and
+    a many-step one by its per-step cost (Python, kernel launches), not by FLOPs alone. Each stage
+    then keeps its own factor, measured / model at its largest size (the one nearest the real
+    shapes: small sizes run the BLAS below its rate)."""
+    import numpy as np
+    from scipy.optimize import nnls
+
+    rows = []
+    for res in record["stages"].values():
+        for r in res.get("analysis", {}).get("sizes", []):
+            f, t = r["formula"], r["seconds"]
+            rows.append([f["dense_flops"] / t, (f["flops"] - f["dense_flops"]) / t, f["traffic_bytes"] / t,
+                         f["steps"] / t, 1.0 / t])
+    coef, _ = nnls(np.asarray(rows), np.ones(len(rows)))
+    inv = dict(zip(MACHINE_TERMS, (float(c) for c in coef)))
+    rates = {"dense_flops_per_s": inv["dense"], "sparse_flops_per_s": inv["sparse"], "bytes_per_s": inv["bytes"]}
+    return {"seconds_per_unit": inv, "rates": {k: (1.0 / v if v > 0 else None) for k, v in rates.items()},
+            "seconds_per_step": inv["step"], "seconds_per_fit": inv["fit"], "points": len(rows)}
+
+
+MACHINE_TERMS = ("dense", "sparse", "bytes", "step", "fit")
+
+
+def machine_seconds(machine: dict, cost: dict, per_fit: bool = True) -> float:
+    inv = machine["seconds_per_unit"]
+    return (inv["dense"] * cost["dense_flops"] + inv["sparse"] * (cost["flops"] - cost["dense_flops"])
+            + inv["bytes"] * cost["traffic_bytes"] + inv["step"] * cost["steps"] + (inv["fit"] if per_fit else 0.0))
+
+
+def apply_machine(record: dict) -> None:
+    """Per stage: its factor against the machine model and its extrapolated seconds on 2 cores."""
+    machine = record["machine_model"] = fit_machine(record)
+    for res in record["stages"].values():
+        a = res.get("analysis")
+        if not a or not a.get("sizes"):
+            continue
+        ratios = [r["seconds"] / max(machine_seconds(machine, r["formula"]), 1e-12) for r in a["sizes"]]
+        a["machine_factor"] = ratios[-1]
+        a["machine_ratios"] = ratios
+        for e in a["extrapolated"].values():
+            e["cpu_seconds"] = a["machine_factor"] * machine_seconds(machine, e["formula"], per_fit=False)
+            if "one_off" in e:
+                e["one_off_cpu_seconds"] = a["machine_factor"] * machine_seconds(machine, e["one_off"], per_fit=False)
+
+
 def table(record: dict) -> str:
     """One Markdown row per stage and dataset."""
     lines = ["| stage | dataset | host memory | GPU memory | s / epoch, 2 CPU cores | s / epoch, H100 (est.) | steps |",
              "|---|---|---|---|---|---|---|"]
-    for model, res in record["stages"].items():
+    for model, res in _in_order(record):
         for name, e in res.get("analysis", {}).get("extrapolated", {}).items():
             f = e["formula"]
             cpu = f"{e['cpu_seconds']:,.0f}" if "cpu_seconds" in e else "-"
@@ -282,29 +331,39 @@ def table(record: dict) -> str:
     return "\n".join(lines)
 
 
+def _in_order(record: dict) -> list[tuple[str, dict]]:
+    """Stages in the probes' order (the pipeline's), then any others the JSON holds."""
+    stages = record["stages"]
+    return [(m, stages[m]) for m in PROBES if m in stages] + [(m, r) for m, r in stages.items() if m not in PROBES]
+
+
+def _secs(x: float) -> str:
+    return f"{x:.2f}" if x < 10 else f"{x:,.0f}"
+
+
 def compact_table(record: dict) -> str:
     """One row per stage, one column per dataset: host / GPU memory, seconds per epoch on 2 cores
     and on an H100 (estimated)."""
     names = list(DATASETS)
     lines = ["| stage | " + " | ".join(f"{n}: host / GPU, s per epoch 2 cores / H100 (est.)" for n in names) + " |",
              "|---|" + "---|" * len(names)]
-    for model, res in record["stages"].items():
+    for model, res in _in_order(record):
         a = res.get("analysis")
         if not a:
             continue
         cells = []
         for n in names:
             e = a["extrapolated"][n]
-            cpu = f"{e['cpu_seconds']:,.0f}" if "cpu_seconds" in e else "-"
+            cpu = _secs(e["cpu_seconds"]) if "cpu_seconds" in e else "-"
             cells.append(f"{e['host_bytes'] / GiB:.1f} / {e['device_bytes'] / GiB:.1f} GiB, {cpu} / "
-                         f"{e['h100_seconds_estimated']:.2g} s")
+                         f"{_secs(e['h100_seconds_estimated'])} s")
         lines.append(f"| {a['stage']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def full_size_checks(record: dict) -> str:
     lines = ["| stage | dataset | s / epoch: predicted vs measured | peak RSS: formula vs measured |", "|---|---|---|---|"]
-    for model, res in record["stages"].items():
+    for model, res in _in_order(record):
         for name, e in res.get("analysis", {}).get("extrapolated", {}).items():
             full = e.get("measured_full_size")
             if full and "cpu_seconds" in e:
@@ -314,9 +373,9 @@ def full_size_checks(record: dict) -> str:
 
 
 def checks(record: dict) -> str:
-    lines = ["| stage | counted / formula dense FLOPs (3 sizes) | measured / formula peak RSS | growth: formula FLOPs vs measured s | rate GFLOP/s |",
+    lines = ["| stage | counted / formula dense FLOPs (3 sizes) | measured / formula peak RSS | growth: formula FLOPs vs measured s | measured / machine-model s |",
              "|---|---|---|---|---|"]
-    for model, res in record["stages"].items():
+    for model, res in _in_order(record):
         a = res.get("analysis")
         if not a:
             continue
@@ -324,7 +383,7 @@ def checks(record: dict) -> str:
         rss = " / ".join(f"{r['measured_over_formula_rss']:.2f}" for r in a["sizes"])
         g = a.get("growth", {})
         growth = f"{g['formula_flops']:.2f} vs {g['measured_seconds']:.2f}" if g else "-"
-        rate = f"{a['rate_flops_per_s'] / 1e9:.0f}" if "rate_flops_per_s" in a else "-"
+        rate = " / ".join(f"{x:.2f}" for x in a.get("machine_ratios", [])) or "-"
         lines.append(f"| {a['stage']} | {fl} | {rss} | {growth} | {rate} |")
     return "\n".join(lines)
 
@@ -389,7 +448,12 @@ def main() -> None:
     for model, entry in record["stages"].items():  # formulas may have changed since a stage was measured
         if entry.get("measured") and model in PROBES:
             entry["analysis"] = analyse(model, entry["measured"])
+    apply_machine(record)
     write_json(RESULTS, record, indent=1)
+    mm = record["machine_model"]
+    print(f"machine model over {mm['points']} measured fits: "
+          + ", ".join(f"{k} {v:.3g}" for k, v in mm["rates"].items() if v)
+          + f", {mm['seconds_per_step'] * 1e3:.2f} ms per step, {mm['seconds_per_fit']:.2f} s per fit")
     print(checks(record))
     print()
     print(full_size_checks(record))

@@ -123,6 +123,8 @@ def main() -> None:
               "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                           "platform": platform.platform()}, "torch": torch.__version__, "stages": {}}
     out_path = RESULTS / f"scale_{args.shape}.json"
+    if out_path.exists():  # a run of some stages keeps the other stages' last measurements
+        record["stages"] = json.loads(out_path.read_text()).get("stages", {})
     for name in args.stages.split(","):
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, __file__, "--shape", args.shape, "--work", str(work), "--stage", name],
