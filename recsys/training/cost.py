@@ -81,7 +81,8 @@ class EpochCost:
     traffic_bytes: float
     steps: int
     params: int
-    terms: dict = field(default_factory=dict)  # named parts of the formula, for reports
+    terms: dict = field(default_factory=dict)  # named parts of one phase's formula, for reports: per
+    # epoch, not scaled by times(); a sum keeps both phases' names (the later one wins a clash)
 
     def to_dict(self) -> dict:
         return asdict(self)

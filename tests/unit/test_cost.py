@@ -142,3 +142,14 @@ def test_stage_has_a_formula_and_no_users_times_items_host_term(name):
             assert _per_user_bytes(phase, cfg, 100_000, 80_000) < 2 * base + slack, \
                 f"{name} {phase.__name__}: a users x items host term"
         assert _per_user_bytes(phase, cfg, 400_000, 20_000) < 2 * base + slack, f"{name} {phase.__name__}: a users^2 host term"
+
+
+@pytest.mark.parametrize("name", ["lft", "enlft"])
+def test_fine_tuned_fit_runs_local_epochs_after_the_one_off_phase(name):
+    klass = get_model(name)
+    cfg = klass.Config(local_epochs=7)
+    shape = DataShape(5_000, 2_000, 150_000)
+    fit = klass.fit_cost(cfg, shape)
+    expected = klass.one_off_cost(cfg, shape).flops + 7 * klass.epoch_cost(cfg, shape).flops
+    assert fit.flops == pytest.approx(expected)
+    assert klass.fit_cost(cfg, shape, 1).flops < fit.flops

@@ -117,6 +117,12 @@ class _FineTuned(LocalModel):
     sharded = True
 
     @classmethod
+    def fit_cost(cls, config, shape: DataShape, epochs: float | None = None) -> EpochCost:
+        """One fit: the one-off phases (the base WL's ``epochs`` epochs included) plus `epochs`
+        (default ``local_epochs``) local epochs of the fine-tuned copies."""
+        return super().fit_cost(config, shape, config.local_epochs if epochs is None else epochs)
+
+    @classmethod
     def start_method(cls, config) -> str:
         """WL (LFT's paper) unless ``base_exponent: 0`` asks for the plain VAE."""
         return "vae" if float(config.base_exponent) == 0 else "wl"
@@ -439,7 +445,9 @@ class LFT(_FineTuned):
         the items past its M best) one finite floor value below all of them (scores stay finite,
         as every scorer's). Any ranking that excludes at least the training items and looks at
         its top k is exact while (further excluded items of the user) + k <= M, or when the user
-        has at most M other items; :meth:`evaluate_users` checks it."""
+        has at most M other items. :meth:`evaluate_users` (which excludes the training items only)
+        refuses k > M; a caller that excludes more items than the training ones must keep that
+        bound itself: past the M kept items every score is the same floor value."""
         users = self._users(users)
         if not hasattr(self, "top_items_") or (self.top_items_[users, 0] < 0).any():
             raise DataError("some of these users have not been fine-tuned (run fit / fit_shard + merge_shards, "

@@ -140,8 +140,11 @@ def _coverage_anchors(embeddings: Tensor, n_anchors: int, bandwidth: float, kind
 
     gen = torch.Generator(device="cpu").manual_seed(_FINGERPRINT_SEED)
     weights = torch.ones(n_users, 3, dtype=torch.float64)
-    weights[:, 1:] = torch.randint(0, 1 << 31, (n_users, 2), generator=gen, dtype=torch.int64).to(torch.float64)
-    weights = weights.to(device)  # column 0 counts, 1-2 fingerprint; sums < U * 2^31 < 2^53: exact
+    # column 0 counts, 1-2 fingerprint; weights of 53 - ceil(log2(U + 1)) bits (31 at most), so a
+    # sum over any set of users stays below 2^53 and is exact in float64
+    bits = max(1, min(31, 53 - int(n_users).bit_length()))
+    weights[:, 1:] = torch.randint(0, 1 << bits, (n_users, 2), generator=gen, dtype=torch.int64).to(torch.float64)
+    weights = weights.to(device)
 
     def summary(rows: Tensor, chunk: int = 64) -> Tensor:  # [k, U] bool -> [k, 3] float64 (count, fp1, fp2)
         return torch.cat([rows[r : r + chunk].to(torch.float64) @ weights for r in range(0, len(rows), chunk)])
