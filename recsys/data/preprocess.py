@@ -37,7 +37,9 @@ def _require_columns(df: pd.DataFrame, columns: tuple[str, ...], where: str) -> 
         )
 
 
-def _nonempty(df: pd.DataFrame, call: str) -> pd.DataFrame:
+def _nonempty(df, call: str):
+    """`df` (a table, or the rows / codes a filter kept) unless it is empty: then one DataError
+    naming the filter `call`."""
     if len(df) == 0:
         raise DataError(f"{call} left 0 interactions: lower the thresholds or check the input")
     return df
@@ -148,7 +150,12 @@ def pair_codes(df: pd.DataFrame) -> np.ndarray:
     """One int64 per row, equal exactly where the rows' (user, item) pairs are equal (NaN ids too)."""
     users, _ = pd.factorize(df[USER], use_na_sentinel=False)
     items, item_ids = pd.factorize(df[ITEM], use_na_sentinel=False)
-    return users.astype(np.int64) * max(len(item_ids), 1) + items
+    return combine_codes(users, items, len(item_ids))
+
+
+def combine_codes(user_codes: np.ndarray, item_codes: np.ndarray, n_items: int) -> np.ndarray:
+    """One int64 per (user code, item code) pair, item codes in 0..n_items-1."""
+    return user_codes.astype(np.int64) * max(n_items, 1) + item_codes
 
 
 def has_repeats(codes: np.ndarray) -> bool:

@@ -26,7 +26,7 @@ from recsys.data import preprocess as pre
 from recsys.data.preprocess import IdMap
 from recsys.data.schema import ITEM, ORDER, RATING, USER
 from recsys.checks import check_bool, check_fraction, check_int
-from recsys.errors import ConfigError, DataError
+from recsys.errors import ConfigError
 from recsys.protocols.split import Split
 
 _TRAIN, _VALID, _TEST = 0, 1, 2
@@ -151,7 +151,7 @@ def strong_generalization(
     codes, uniques = pd.factorize(df[USER], sort=True, use_na_sentinel=False)
     item_codes, item_ids = pd.factorize(df[ITEM], use_na_sentinel=False)
     codes, item_codes = codes.astype(_index_dtype(len(uniques))), item_codes.astype(_index_dtype(len(item_ids)))
-    pairs = codes.astype(np.int64) * max(len(item_ids), 1) + item_codes
+    pairs = pre.combine_codes(codes, item_codes, len(item_ids))
     if pre.has_repeats(pairs):
         rows = pre.latest_rows(df, pairs, "dedupe")
         codes, item_codes = codes[rows], item_codes[rows]
@@ -165,9 +165,7 @@ def strong_generalization(
         sel = kept_user[codes]
         codes, item_codes = codes[sel], item_codes[sel]
         del sel
-    if len(codes) == 0:
-        raise DataError(f"filter_min_count(min_user={min_user}, min_item=0) left 0 interactions: "
-                        f"lower the thresholds or check the input")
+    pre._nonempty(codes, f"filter_min_count(min_user={min_user}, min_item=0)")
     stats["rows_after_min_user"], stats["users_after_min_user"] = int(len(codes)), int(kept_user.sum())
     codes = (np.cumsum(kept_user, dtype=np.int64) - 1).astype(codes.dtype)[codes]
     uniques = np.asarray(uniques)[kept_user]
