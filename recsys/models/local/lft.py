@@ -431,12 +431,7 @@ class LFT(_FineTuned):
         self.prepare(train, valid, base_model)
         for name in ("top_items_", "top_scores_"):  # a refit starts empty
             self.__dict__.pop(name, None)
-        users = np.arange(train.shape[0])
-        self._empty_top()
-        with torch.no_grad():  # the groups fine-tune with grad on inside; their scoring is without
-            for pick, logits in self._finetuned_groups(users):
-                items, scores = self._top(users[pick], logits)
-                self.top_items_[users[pick]], self.top_scores_[users[pick]] = items.numpy(), scores.numpy()
+        self.top_items_, self.top_scores_ = self.finetune_top(np.arange(train.shape[0]))  # every user: no row unset
         self.best_epoch_ = None
         return self
 
