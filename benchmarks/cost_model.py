@@ -12,12 +12,12 @@ synthetic sizes growing x2):
    the split before), and the FLOPs torch's ``FlopCounterMode`` counts in a second, counted epoch;
 3. the parent sets these beside ``Model.epoch_cost`` (recsys/training/cost.py) for the same
    shape: counted / formula dense FLOPs, measured / formula peak RSS, the growth exponents of the
-   measured seconds and RSS against the formula's, and the stage's sustained rate on this machine
-   (formula FLOPs / measured seconds, fitted over the three sizes);
+   measured seconds and RSS against the formula's; then one model of this machine fitted over
+   every stage's fits (:func:`fit_machine`) and each stage's factor against it;
 4. it extrapolates the formula to ML-20M, Netflix and MSD (the shapes after Liang et al.'s
    preprocessing and each stage's protocol): host and GPU memory, seconds per epoch on these
-   cores (formula FLOPs at the fitted rate) and on one H100 (estimated from the FLOPs and bytes,
-   ``recsys.training.cost.H100``; never measured here).
+   cores (the machine model x the stage's factor) and on one H100 (estimated from the FLOPs and
+   bytes, ``recsys.training.cost.H100``; never measured here).
 
 Results: ``benchmarks/results/cost_model.json`` (rewritten after every measured size, so a run
 stopped by --budget-s keeps what it measured; a rerun skips sizes already measured unless
@@ -211,7 +211,7 @@ def measured_fit_cost(klass, config, shape):
 def analyse(model: str, measured: list[dict]) -> dict:
     """Formula beside measurement at each size, fitted growth and rate, extrapolation."""
     from recsys.models.registry import get_model
-    from recsys.training.cost import H100, DataShape, estimate_seconds, fit_rate, growth_exponent
+    from recsys.training.cost import H100, DataShape, estimate_seconds, growth_exponent
 
     probe = PROBES[model]
     klass = get_model(model)
@@ -235,7 +235,6 @@ def analyse(model: str, measured: list[dict]) -> dict:
             "formula_host_bytes": growth_exponent(scale, [r["formula"]["host_bytes"] for r in rows]),
             "measured_rss": growth_exponent(scale, [r["peak_rss_bytes"] for r in rows]),
         }
-        out["rate_flops_per_s"] = fit_rate(flops, [r["seconds"] for r in rows])
     real = klass.Config.from_dict({**probe.config, **probe.real_config}, model) if probe.config or probe.real_config \
         else klass.Config()
     out["extrapolated"] = {}
@@ -251,10 +250,6 @@ def analyse(model: str, measured: list[dict]) -> dict:
         if one_off is not None:
             entry["one_off"] = one_off.to_dict()
             entry["one_off_h100_seconds_estimated"] = estimate_seconds(one_off, H100)
-        if "rate_flops_per_s" in out:
-            entry["cpu_seconds"] = cost.flops / out["rate_flops_per_s"]
-            if one_off is not None:
-                entry["one_off_cpu_seconds"] = one_off.flops / out["rate_flops_per_s"]
         scale = ROOT / "benchmarks" / "results" / f"scale_{name}.json"
         if probe.full_size and scale.exists():  # the same stage run at the real shape (benchmarks/scale.py)
             full = json.loads(scale.read_text())["stages"].get(probe.full_size)

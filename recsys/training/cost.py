@@ -163,12 +163,6 @@ def estimate_seconds(cost: EpochCost, device: Device) -> float:
     return cost.steps * device.step_seconds + max(compute, cost.traffic_bytes / device.bytes_per_s)
 
 
-def cpu_device(dense_flops_per_s: float, sparse_flops_per_s: float, bytes_per_s: float,
-               step_seconds: float = 0.0, name: str = "this CPU") -> Device:
-    """A CPU described by rates measured on it (benchmarks/cost_model.py fits them)."""
-    return Device(name, dense_flops_per_s, sparse_flops_per_s, bytes_per_s, step_seconds, measured=True)
-
-
 # ----------------------------------------------------------------------------- fits
 
 
