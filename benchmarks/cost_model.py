@@ -107,7 +107,7 @@ DATASETS = {
 
 def dataset_shape(name: str, protocol: str):
     """The training part's shape of a published dataset under `protocol`."""
-    from recsys.training.cost import DataShape
+    from recsys.training.cost import DataShape, counted_flops
 
     d = DATASETS[name]
     u, n = d["n_users"], d["n_interactions"]
@@ -148,20 +148,14 @@ def train_matrix(split):
     return split["interactions"]
 
 
-def _addmm_(self, a, b, *args, out_shape=None, **kwargs):
-    return 2 * a[0] * a[1] * b[1]
-
 
 def child_measure(work: Path, model: str, index: int) -> dict:
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     import recsys.pipeline.preprocess  # noqa: F401  (a flow step's imports: pandas, scipy; BASE_PROCESS_BYTES counts them)
     from recsys.models.registry import build
     from recsys.protocols import Split
-    from recsys.training.cost import DataShape
-
-    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from recsys.training.cost import DataShape, counted_flops
 
     probe = PROBES[model]
     split = Split.load(split_dir(work, probe, probe.sizes[index]))
@@ -175,10 +169,7 @@ def child_measure(work: Path, model: str, index: int) -> dict:
     s = DataShape.from_csr(train_matrix(split))  # the catalogue the model saw (sequential models index their own)
     shape = DataShape(s.n_users, int(getattr(m, "n_items_", s.n_items)), s.nnz, s.len_sq_sum)
     m = build(model, **probe.config)
-    # What FlopCounterMode misses on the CPU in torch 2.13 (the formulas count the real work):
-    # attention's flash kernel has no formula (the math kernel is counted as its products), and
-    # the in-place addmm_ of the blocked cross-entropy's backward is not mapped.
-    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False, custom_mapping={torch.ops.aten.addmm_: _addmm_}) as counter:
+    with counted_flops() as counter:
         m.fit_split(split, validate=False)
     return {"shape": shape.__dict__, "seconds": seconds, "fit_wall_seconds": wall, "peak_rss_bytes": peak,
             "rss_after_load_bytes": rss_loaded, "counted_dense_flops": float(counter.get_total_flops()),

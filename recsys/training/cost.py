@@ -26,9 +26,10 @@ sustained rates, never a measurement; results say so.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict, dataclass, field, replace
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 F32 = 4
 ADAM_STATE = 4  # weight, gradient, Adam's two moments (float32 each)
@@ -161,6 +162,28 @@ def estimate_seconds(cost: EpochCost, device: Device) -> float:
     and the memory time (a roofline: each epoch is bounded by one of the two)."""
     compute = cost.dense_flops / device.dense_flops_per_s + (cost.flops - cost.dense_flops) / device.sparse_flops_per_s
     return cost.steps * device.step_seconds + max(compute, cost.traffic_bytes / device.bytes_per_s)
+
+
+# ----------------------------------------------------------------------------- counting
+
+
+def _addmm_flops(self, a, b, *args, out_shape=None, **kwargs) -> int:
+    return 2 * a[0] * a[1] * b[1]
+
+
+@contextlib.contextmanager
+def counted_flops() -> Iterator:
+    """torch's ``FlopCounterMode`` (``.get_total_flops()``) with what it misses on the CPU in
+    torch 2.13 put back, so it counts what the formulas count: attention runs on its math kernel
+    (the flash kernel has no formula; the math one is counted as its products), and the in-place
+    ``addmm_`` of the blocked cross-entropy's backward gets the addmm formula."""
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with sdpa_kernel(SDPBackend.MATH), \
+            FlopCounterMode(display=False, custom_mapping={torch.ops.aten.addmm_: _addmm_flops}) as counter:
+        yield counter
 
 
 # ----------------------------------------------------------------------------- fits

@@ -4,26 +4,20 @@ FlopCounterMode over one training epoch on small synthetic splits.
 Two counting fixes, both for what torch 2.13's FlopCounterMode misses on the CPU (the formulas
 count the real work): scaled-dot-product attention runs on its math kernel (the CPU flash kernel
 has no flop formula), and the in-place ``addmm_`` of the blocked cross-entropy's backward
-(the item-table gradient) gets the addmm formula.
+(the item-table gradient) gets the addmm formula: both in ``recsys.training.cost.counted_flops``.
 """
 
 import pytest
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.flop_counter import FlopCounterMode
 
 from recsys.data import make_synthetic
 from recsys.models.registry import build
 from recsys.protocols import make_split
-from recsys.training.cost import DataShape
-
-
-def _addmm_(self, a, b, *args, out_shape=None, **kwargs):
-    return 2 * a[0] * a[1] * b[1]
+from recsys.training.cost import DataShape, counted_flops
 
 
 def _count(model, split):
-    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False, custom_mapping={torch.ops.aten.addmm_: _addmm_}) as fc:
+    with counted_flops() as fc:
         model.fit_split(split, validate=False)
     return fc.get_total_flops()
 
