@@ -203,8 +203,9 @@ def _coverage_anchors(embeddings: Tensor, n_anchors: int, bandwidth: float, kind
             width = 1
             continue
         # refresh the leader and, the more rounds need refreshing, more runners-up with stale bounds
-        top = torch.topk(score, min(width, n_cand - t)).indices.tolist()
-        idx = [j] + [c for c in top if c != j and int(stamp[c]) != t and not bool(used[c])]
+        top = torch.topk(score, min(width, n_cand - t)).indices
+        stale = ((stamp[top] != t) & ~used[top]).tolist()  # one read back, not one per candidate
+        idx = [j] + [c for c, s in zip(top.tolist(), stale) if c != j and s]
         rows = torch.stack(exact_rows(idx))
         idx_t = torch.as_tensor(idx, device=device)
         bound[idx_t] = (rows & uncovered).sum(1)
