@@ -9,6 +9,12 @@ where it stopped. The split is rebuilt (deterministic) under ``--work-dir``.
 
     OMP_NUM_THREADS=1 nohup python benchmarks/repro_meta.py --datasets amazon-digital-music,ml-100k \\
         --threads 1 > /tmp/meta_repro.log 2>&1 &
+
+MELO at the paper's length (params/repro/meta_paper_<dataset>.yaml; rows in meta_<dataset>_paper.json):
+
+    OMP_NUM_THREADS=1 nohup python benchmarks/repro_meta.py --datasets ml-100k,amazon-digital-music \
+        --methods basic,maml_pp,melo --maml-backbone '' --config 'params/repro/meta_paper_{dataset}.yaml' \
+        --tag _paper --checkpoint-dir /tmp/meta_paper_ckpt > /tmp/meta_paper.log 2>&1 &
 """
 
 from __future__ import annotations
@@ -61,7 +67,11 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--max-seconds", type=float, default=None,
                     help="cap of each run's training + validation seconds (default: the params files')")
-    ap.add_argument("--config", default=None, help="YAML merged over every dataset's params file")
+    ap.add_argument("--config", default=None,
+                    help="YAML merged over every dataset's params file ('{dataset}' in the path = the dataset)")
+    ap.add_argument("--tag", default="", help="results file suffix: meta_<dataset><tag>.json (e.g. _paper)")
+    ap.add_argument("--checkpoint-dir", default=None,
+                    help="keep each run's loop checkpoints here, so a run killed mid-way resumes from its last block")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--results-dir", default=str(REPO / "benchmarks" / "results"))
@@ -76,9 +86,9 @@ def main() -> None:
     from recsys.pipeline.settings import comma_list, deep_merge
 
     torch.set_num_threads(a.threads)
-    override = yaml.safe_load(Path(a.config).read_text()) if a.config else {}
     seeds = meta.parse_seeds(a.seeds)
     for dataset in comma_list(a.datasets):
+        override = yaml.safe_load(Path(a.config.format(dataset=dataset)).read_text()) if a.config else {}
         settings = meta.load_settings(dataset, override)
         if a.max_seconds is not None:
             settings = deep_merge(settings, {"meta": {"max_seconds": a.max_seconds}})
@@ -90,7 +100,7 @@ def main() -> None:
         runs = meta.run_list(specs, seeds)
         # seed-major order: a partial file holds every configuration of the first seeds
         runs.sort(key=lambda ks: (ks[1], meta._order(ks[0])))
-        out = Path(a.results_dir) / f"meta_{dataset}.json"
+        out = Path(a.results_dir) / f"meta_{dataset}{a.tag}.json"
         fingerprint = digest({"settings": settings, "specs": specs, "device": a.device, "threads": a.threads})
         records = load_records(out, fingerprint)
         t0 = time.perf_counter()
@@ -116,7 +126,8 @@ def main() -> None:
             start = time.perf_counter()
             result = meta.run_one(prepared.path, key, specs[key], seed,
                                   Path(a.work_dir) / dataset / key.replace("/", "_") / f"seed{seed}",
-                                  device=a.device, save_model=False)
+                                  device=a.device, save_model=False,
+                                  checkpoint_dir=Path(a.checkpoint_dir) / dataset if a.checkpoint_dir else None)
             records[name] = compact(result)
             save("running")
             print(f"[{dataset}] {name}: test RMSE {result['test']['rmse']:.4f} MAE {result['test']['mae']:.4f} "

@@ -220,6 +220,15 @@ def _errors(ev: Mapping[str, Any]) -> dict:
             "per_rating": {k: v for k, v in per.items() if v is not None}}
 
 
+def _per_user(ev: Mapping[str, Any]) -> dict:
+    """``{"users", "pred", "target"}`` lists, one entry per evaluated task, sorted by user id."""
+    users = np.asarray(ev.get("users", []), dtype=np.int64)
+    order = np.argsort(users, kind="stable")
+    return {"users": users[order].tolist(),
+            "pred": [round(float(v), 6) for v in np.asarray(ev["pred"], dtype=np.float64)[order]],
+            "target": [float(v) for v in np.asarray(ev["target"], dtype=np.float64)[order]]}
+
+
 def run_one(split_path, key: str, spec: Mapping[str, Any], seed: int, out_dir, *, device: str | None = None,
             save_model: bool = True, checkpoint_dir=None) -> dict:
     """Fit one (backbone, method) with one seed, evaluate on the validation and test tasks,
@@ -247,6 +256,8 @@ def run_one(split_path, key: str, spec: Mapping[str, Any], seed: int, out_dir, *
         "key": key, "backbone": spec["backbone"], "method": spec["method"], "model": spec["model"], "seed": int(seed),
         "config": c.to_dict(),
         "test": _errors(test), "valid": _errors(valid),
+        # per test user (ordered by user id): what a paired test over users needs, without retraining
+        "test_per_user": _per_user(test),
         "train_seconds": round(train_seconds, 3), "eval_seconds": round(eval_seconds, 3),
         "epochs": len(getattr(model, "history_", []) or []) or None,
         "best_epoch": getattr(model, "best_epoch_", None),

@@ -283,12 +283,14 @@ class ColdStartRater(SequenceRater):
         raise NotImplementedError
 
     def evaluate_tasks(self, tasks: Tasks) -> dict[str, Any]:
-        """RMSE / MAE of the task targets, per true rating value too (the predictions under "pred")."""
+        """RMSE / MAE of the task targets, per true rating value too (the predictions under "pred",
+        the targets under "target", the tasks' users under "users": per-user paired tests need them)."""
         self._check_fitted()
         pred = self.predict_tasks(tasks)
         target = np.asarray(tasks.targets, dtype=np.float64)
         return {"rmse": rmse(pred, target), "mae": mae(pred, target), "n": int(len(target)),
-                "per_rating": per_rating_report(pred, target), "pred": pred}
+                "per_rating": per_rating_report(pred, target), "pred": pred, "target": target,
+                "users": np.asarray(tasks.users)}
 
     def evaluate(self, split, stage: str = "test") -> dict[str, Any]:
         out = self.evaluate_tasks(self.stage_tasks(split, stage))
