@@ -30,6 +30,7 @@ from recsys.checks import check_choice, check_float, check_int, unknown_key_erro
 from recsys.errors import ConfigError, DataError, RecsysError
 from recsys.io import atomic_path
 from recsys.metrics.ranking import RankingResult, evaluate
+from recsys.models.registry import get_model, model_of_config
 from recsys.training.batches import as_csr
 from recsys.training.device import keep_freed_cpu_memory, pick_device
 from recsys.training.compile import COMPILE
@@ -100,16 +101,12 @@ class ModelConfig:
 
 
 def _config_entry(config: ModelConfig) -> dict[str, Any]:
-    from recsys.models.registry import model_of_config
-
     return {"model": model_of_config(type(config)), "config": config.to_dict()}
 
 
 def _nested_config(value: Any, where: str) -> Any:
     """``{"model": name, "config": {...}}`` -> that model's config object; anything else unchanged."""
     if isinstance(value, Mapping) and set(value) == {"model", "config"} and isinstance(value["model"], str):
-        from recsys.models.registry import get_model
-
         klass = get_model(value["model"])
         return klass.Config.from_dict(dict(value["config"] or {}), f"{where} ({value['model']})")
     return value
@@ -161,6 +158,8 @@ class Model:
     name: ClassVar[str] = "model"
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     protocols: ClassVar[tuple[str, ...] | None] = None  # the split protocols it can train on (None: any)
+    # trains with each rank taking its share of every batch (recsys.training.distributed; the ddp stage)
+    data_parallel: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig | None = None, **overrides: Any) -> None:
         if config is None:
@@ -273,8 +272,6 @@ def saved_sha256(path: str | os.PathLike) -> str:
 
 
 def _from_payload(payload: Mapping[str, Any], device: str | None) -> Model:
-    from recsys.models.registry import get_model
-
     klass = get_model(payload["model"])
     config = dict(payload["config"])
     if device is not None:

@@ -1,63 +1,81 @@
-"""Model names -> classes: ``get_model(name)``, ``build(name, **config)``."""
+"""Model names -> classes: ``get_model(name)``, ``build(name, **config)``.
+
+Each model class registers itself where it is defined (``@register_model``), so this module
+imports no model family: :mod:`recsys.models.base` can look names up here (nested configs,
+saved models) without an import cycle. The families are imported by name on the first lookup.
+"""
 
 from __future__ import annotations
 
 import difflib
-from typing import Any
+from importlib import import_module
+from typing import Any, TypeVar
 
 from recsys.errors import ConfigError
-from recsys.models.autoencoders import MultDAE, MultVAE
-from recsys.models.base import Model
-from recsys.models.baselines import EASE, MostPopular
-from recsys.models.local import LFT, LOCA, TALL, WL, EnLFT
-from recsys.models.meta import MAML, MELO, GlobalMean, MAMLPlusPlus, MetaBasic
-from recsys.models.multi_interest import MIND, REMI, ComiRecSA
-from recsys.models.sequential import BERT4Rec, GRU4Rec, NARM, SASRec
-from recsys.models.tail import TailLearner
 
-MODELS: dict[str, type[Model]] = {
-    "multvae": MultVAE,
-    "multdae": MultDAE,
-    "ease": EASE,
-    "mostpop": MostPopular,
-    "bert4rec": BERT4Rec,
-    "sasrec": SASRec,
-    "gru4rec": GRU4Rec,
-    "narm": NARM,
-    "wl": WL,
-    "loca": LOCA,
-    "lft": LFT,
-    "enlft": EnLFT,
-    "tall": TALL,
-    "tail_learner": TailLearner,
-    "global_mean": GlobalMean,
-    "meta_basic": MetaBasic,
-    "maml": MAML,
-    "maml_pp": MAMLPlusPlus,
-    "melo": MELO,
-    "mind": MIND,
-    "comirec": ComiRecSA,
-    "remi": REMI,
-}
+# Every package that defines registered models; a new family is added here once.
+FAMILIES = (
+    "recsys.models.autoencoders",
+    "recsys.models.baselines",
+    "recsys.models.sequential",
+    "recsys.models.local",
+    "recsys.models.tail",
+    "recsys.models.meta",
+    "recsys.models.multi_interest",
+)
+
+_MODELS: dict[str, type] = {}  # name -> a recsys.models.base.Model subclass
+_loaded = False
+M = TypeVar("M", bound=type)
 
 
-def get_model(name: str) -> type[Model]:
+def register_model(klass: M) -> M:
+    """Class decorator: register `klass` under its ``name`` (one class per name)."""
+    name = klass.name
+    if name in _MODELS and _MODELS[name] is not klass:
+        raise ConfigError(f"model name {name!r} is registered twice ({_MODELS[name].__qualname__}, {klass.__qualname__})")
+    _MODELS[name] = klass
+    return klass
+
+
+def _load_families() -> None:
+    global _loaded
+    if not _loaded:
+        for family in FAMILIES:
+            import_module(family)
+        _loaded = True
+
+
+def registered_models() -> dict[str, type]:
+    """Every registered model, name -> class, in registration order."""
+    _load_families()
+    return dict(_MODELS)
+
+
+def __getattr__(name: str):  # ``registry.MODELS``: the full mapping, families loaded
+    if name == "MODELS":
+        return registered_models()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def get_model(name: str) -> type:
     """The model class registered as `name`; ConfigError (with the closest name) otherwise."""
-    if name in MODELS:
-        return MODELS[name]
-    close = difflib.get_close_matches(str(name).lower(), MODELS, n=1)
+    models = registered_models()
+    if name in models:
+        return models[name]
+    close = difflib.get_close_matches(str(name).lower(), models, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ConfigError(f"unknown model {name!r}.{hint} Valid names: {', '.join(sorted(MODELS))}")
+    raise ConfigError(f"unknown model {name!r}.{hint} Valid names: {', '.join(sorted(models))}")
 
 
-def build(name: str, **config: Any) -> Model:
+def build(name: str, **config: Any) -> Any:
     """An unfitted model `name` with `config` overriding its defaults (unknown keys -> ConfigError)."""
     return get_model(name)(**config)
 
 
 def model_of_config(config_class: type) -> str:
     """The registered name whose Config is exactly `config_class` (for nested configs)."""
-    for name, klass in MODELS.items():
+    for name, klass in registered_models().items():
         if klass.Config is config_class:
             return name
     raise ConfigError(f"{config_class.__name__} is not the config of a registered model")

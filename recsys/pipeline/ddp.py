@@ -6,7 +6,7 @@ calls around metaflow-torchrun's ``@torchrun`` step.
     current.torch.run(entrypoint=ENTRYPOINT, torchrun_args=TORCHRUN_ARGS, entrypoint_args=args)
     result = read_result(out_dir)                               # on the control node (rank 0)
 
-Each of the ``nodes x nproc_per_node`` processes is one rank of :mod:`recsys.training.ddp_fit`:
+Each of the ``nodes x nproc_per_node`` processes is one rank of :mod:`recsys.pipeline.ddp_fit`:
 every batch is split over the ranks, gradients are all-reduced, and rank 0 writes ``model.pt``
 (with its sha256 sidecar) and ``result.json``. ``out_dir`` must be a folder rank 0 can write and
 the next steps can read (the run folder locally; a shared volume, ``RECSYS_OUTPUT_DIR``, in the
@@ -22,14 +22,28 @@ from typing import Any, Mapping
 from recsys.errors import ConfigError
 from recsys.io import write_json
 
-ENTRYPOINT = "recsys.training.ddp_fit"
+ENTRYPOINT = "recsys.pipeline.ddp_fit"
 TORCHRUN_ARGS = {"module": ""}  # run ENTRYPOINT as a module (torchrun --module)
-MODELS = ("multvae", "multdae", "tall")
+
+
+def data_parallel_models() -> list[str]:
+    """The registered models whose class trains data-parallel (``Model.data_parallel``)."""
+    from recsys.models.registry import registered_models
+
+    return [name for name, klass in registered_models().items() if klass.data_parallel]
+
+
+def check_model(model: str) -> None:
+    """ConfigError unless `model` is a registered model that trains data-parallel."""
+    from recsys.models.registry import get_model
+
+    if not get_model(model).data_parallel:
+        raise ConfigError(f"--model {model!r}: data-parallel training is implemented for "
+                          f"{', '.join(data_parallel_models())}")
 
 
 def check_request(model: str, nodes: int, config: Mapping[str, Any]) -> None:
-    if model not in MODELS:
-        raise ConfigError(f"--model {model!r}: data-parallel training is implemented for {', '.join(MODELS)}")
+    check_model(model)
     if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
         raise ConfigError(f"--nodes must be an integer >= 1, got {nodes!r}")
     if not isinstance(config, Mapping):

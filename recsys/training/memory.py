@@ -124,28 +124,36 @@ class MemoryLedger:
     @contextlib.contextmanager
     def reserve(self, task: str, estimate: int, *, timeout: float | None = None) -> Iterator[None]:
         """Hold `estimate` bytes for `task` while the block runs; refuse at once what can never fit,
-        wait while other tasks hold too much."""
+        wait while other tasks hold too much -- without end by default, at most `timeout` seconds
+        when given (then :class:`MemoryBudgetError` names the task, the bytes, the limit and the
+        holders)."""
         if estimate > self.limit:
             raise MemoryBudgetError(
                 f"{task}: needs about {fmt(estimate)} of memory, this machine grants {fmt(self.limit)}; "
                 f"it cannot run here. Fix: {fixes()}")
         key = f"{os.getpid()}:{task}"
-        said, start = False, time.monotonic()
+        said = False
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._locked() as book:
                 used = sum(v["bytes"] for v in book.values())
                 if used + estimate <= self.limit or not book:
                     book[key] = {"bytes": int(estimate), "pid": os.getpid(), "task": task}
                     break
+                holders = ", ".join(f"{v['task']} (pid {v['pid']}, {fmt(v['bytes'])})"
+                                    for v in sorted(book.values(), key=lambda v: v["task"]))
             if not said:
                 others = ", ".join(sorted(v["task"] for v in book.values()))
                 print(f"{task}: needs about {fmt(estimate)}; {fmt(used)} of {fmt(self.limit)} are held by "
                       f"{others}: waiting for them (these tasks fit only one after another)",
                       file=sys.stderr, flush=True)
                 said = True
-            if timeout is not None and time.monotonic() - start > timeout:
-                raise MemoryBudgetError(f"{task}: waited {timeout:.0f} s for {fmt(estimate)} of memory")
-            time.sleep(self.poll)
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise MemoryBudgetError(
+                    f"{task}: waited {timeout:g} s for {fmt(estimate)} ({int(estimate)} bytes) of memory; "
+                    f"{fmt(used)} of the limit {fmt(self.limit)} stay held by {holders}. Fix: {fixes()}")
+            time.sleep(self.poll if left is None else min(self.poll, left))
         try:
             yield
         finally:

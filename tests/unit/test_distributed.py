@@ -50,7 +50,7 @@ def test_outside_a_process_group_every_row_is_this_ranks():
 
 
 def test_torchrun_entry_point_with_two_processes_matches_one(tmp_path):
-    """``torchrun --nproc_per_node 2 -m recsys.training.ddp_fit`` (what metaflow-torchrun runs on
+    """``torchrun --nproc_per_node 2 -m recsys.pipeline.ddp_fit`` (what metaflow-torchrun runs on
     each node) against the same entry point in one process."""
     import json
     import os
@@ -60,7 +60,7 @@ def test_torchrun_entry_point_with_two_processes_matches_one(tmp_path):
     train_split = strong_generalization(make_synthetic(n_users=400, n_items=120, seed=2).df, n_heldout_users=50,
                                         seed=1).save(tmp_path / "split")
     config = json.dumps(DAE)
-    base = ["-m", "recsys.training.ddp_fit", "--split", str(train_split), "--model", "multdae", "--config", config]
+    base = ["-m", "recsys.pipeline.ddp_fit", "--split", str(train_split), "--model", "multdae", "--config", config]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, *base, "--out", str(tmp_path / "one")], check=True, env=env, timeout=300)
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *base,

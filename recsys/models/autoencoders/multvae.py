@@ -52,6 +52,7 @@ from recsys.training.cost import (ADAM_STATE, CUDA_CONTEXT_BYTES, F32, DataShape
 from recsys.training.sparse_input import grouped_bag_matmul
 from recsys.training.loop import Job
 from recsys.training.seed import seed_everything
+from recsys.models.registry import register_model
 
 UPSTREAM_NOISE_STD = 0.01
 
@@ -236,12 +237,15 @@ def adam(params, lr: float, weight_decay: float, device: torch.device) -> torch.
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused)
 
 
+@register_model
 class MultVAE(IterativeModel, ItemScorer):
     """Mult-VAE^PR (``variational=True``) / Mult-DAE.
 
     Learned state: ``net_``, ``n_items_``, ``history_`` (one record per epoch), ``best_epoch_``,
     ``update_count_``.
     """
+
+    data_parallel = True  # recsys.training.distributed: each rank its share of every batch
 
     name = "multvae"
     Config = MultVAEConfig
@@ -373,6 +377,7 @@ class MultVAE(IterativeModel, ItemScorer):
         return torch.cat(out).numpy() if out else np.zeros((0, self.net_.latent_dim), dtype=np.float32)
 
 
+@register_model
 class MultDAE(MultVAE):
     """Mult-DAE (I-200-I, deterministic tanh code, no KL, L2 0.01 / batch_size by default)."""
 

@@ -23,6 +23,7 @@ from recsys.models.base import ItemScorer, ModelConfig
 from recsys.checks import check_choice, check_float
 from recsys.training.batches import SparseRows, as_csr
 from recsys.training.cost import CUDA_CONTEXT_BYTES, DataShape, EpochCost
+from recsys.models.registry import register_model
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -71,6 +72,7 @@ class EASEConfig(ModelConfig):
         check_choice("dtype", self.dtype, DTYPES)
 
 
+@register_model
 class EASE(ItemScorer):
     """EASE^R; learned state ``B_`` [n_items, n_items] on the model's device."""
 

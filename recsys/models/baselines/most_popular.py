@@ -11,6 +11,7 @@ from torch import Tensor
 
 from recsys.models.base import ItemScorer, ModelConfig
 from recsys.training.batches import as_csr
+from recsys.models.registry import register_model
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,7 @@ class MostPopularConfig(ModelConfig):
     """No hyper-parameters beyond seed / device."""
 
 
+@register_model
 class MostPopular(ItemScorer):
     """Score of item i = number of training rows with a non-zero in column i; learned state ``counts_``."""
 

@@ -41,6 +41,7 @@ from recsys.training.cost import (ADAM_STATE, CUDA_CONTEXT_BYTES, F32, DataShape
                                   dense_layer_flops, sparse_input_flops)
 from recsys.training.loop import Job, WorkProgress
 from recsys.training.seed import seed_everything
+from recsys.models.registry import register_model
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +265,7 @@ def finetune_one_off(config: LFTConfig, shape: DataShape, query_users: int, anch
     return replace(phase, terms={"base_flops": phase.flops, "base_dense_flops": phase.dense_flops}) + extra
 
 
+@register_model
 class LFT(_FineTuned):
     """Learned state adds ``base_`` (the WL bank), ``smoothed_``, and per user what evaluation
     reads of its own fine-tuned copy's logits: ``top_items_`` [U, M] int32 and ``top_scores_``
@@ -471,6 +473,7 @@ class LFT(_FineTuned):
                                       keep_topk=keep_topk)
 
 
+@register_model
 class EnLFT(_FineTuned):
     """Learned state adds ``anchors_``, ``weights_`` [U, n_anchors] and ``local_`` (the anchors' bank)."""
 

@@ -37,6 +37,7 @@ from recsys.models.local.common import BankConfig, LocalModel, bank_scores, chec
 from recsys.models.local.neighbourhoods import ANCHOR_METHODS, KERNELS, angular_distance, kernel, select_anchors
 from recsys.models.local.wl import WL
 from recsys.training.seed import seed_everything
+from recsys.models.registry import register_model
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class LOCAConfig(BankConfig):
         check_int("chunk", self.chunk, 1)
 
 
+@register_model
 class LOCA(LocalModel):
     """Learned state adds ``global_`` (one-expert bank), ``embeddings_`` [U, H], ``anchors_`` [q]
     and ``local_`` (a q-expert bank)."""

@@ -43,6 +43,7 @@ from recsys.training.compile import exp_shifted_sum
 from recsys.training import distributed
 from recsys.training.batches import SparseRows, iterate_rows
 from recsys.training.loop import Job
+from recsys.models.registry import register_model
 
 GATE_SOURCES = ("valid", "train_slice")
 log = logging.getLogger(__name__)
@@ -216,9 +217,12 @@ def train_slice(train: sp.csr_matrix, fraction: float, seed: int) -> tuple[sp.cs
     return mk(~in_slice), mk(in_slice)
 
 
+@register_model
 class TALL(LocalModel):
     """Learned state adds ``bank_`` (n_experts), ``inputs_`` (model input rows) and ``gate_rows_``
     (the gate items of each training user)."""
+
+    data_parallel = True  # recsys.training.distributed: each rank its share of every batch
 
     name = "tall"
     Config = TALLConfig

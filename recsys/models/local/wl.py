@@ -16,6 +16,7 @@ from recsys.checks import check_float
 from recsys.models.local.bank import shared_bank_epoch
 from recsys.models.local.common import BankConfig, LocalModel, bank_scores
 from recsys.training.cost import CUDA_CONTEXT_BYTES, F32, DataShape, EpochCost
+from recsys.models.registry import register_model
 
 
 def wl_weights(ms: np.ndarray, exponent: float = 1.5) -> np.ndarray:
@@ -58,6 +59,7 @@ class WLConfig(BankConfig):
         check_float("exponent", self.exponent, 0.0)
 
 
+@register_model
 class WL(LocalModel):
     """Global weighted-loss Mult-VAE. Learned state adds ``bank_`` (one expert) and ``weights_``."""
 

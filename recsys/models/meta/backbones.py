@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from recsys.errors import ConfigError
+from recsys.models.registry import get_model
 
 BACKBONES = ("gru4rec", "narm", "sasrec", "bert4rec")
 
@@ -25,7 +26,6 @@ def backbone_config(name: str, overrides: Mapping[str, Any] | None = None):
     """The config of backbone `name`: MELO's sizes (for the four MELO backbones) with
     `overrides` on top and the rating objective. An unknown name is a ConfigError naming the
     closest registered model; a registered model without a rating head is refused."""
-    from recsys.models.registry import get_model
     from recsys.models.sequential.core import SequentialConfig
 
     klass = get_model(name)

@@ -60,6 +60,7 @@ from recsys.models.sequential.layers import RATING_SCALE
 from recsys.models.sequential.sequences import PAD
 from recsys.protocols.meta_tasks import TaskSettings, Tasks, build_tasks, check_ratings, eval_tasks, stage_users
 from recsys.training.loop import Job
+from recsys.models.registry import get_model, model_of_config, register_model
 
 TASK_FIELDS = ("max_len", "n_support", "n_query", "min_sub_window")
 
@@ -110,8 +111,6 @@ def _as_backbone(value: Any):
     if isinstance(value, SequentialConfig):
         return value
     if isinstance(value, ModelConfig):
-        from recsys.models.registry import model_of_config
-
         raise ConfigError(f"backbone {model_of_config(type(value))!r} has no rating head; use one of "
                           f"gru4rec, narm, sasrec, bert4rec")
     raise ConfigError(f"backbone must be a model name or {{'model': name, 'config': {{...}}}}, got {value!r}")
@@ -333,6 +332,7 @@ def _train_mean(split) -> float:
 # ---- the global mean -------------------------------------------------------------------------
 
 
+@register_model
 class GlobalMean(ColdStartRater, Model):
     """Predicts the mean training rating for everyone (MELO's baseline)."""
 
@@ -353,14 +353,10 @@ class GlobalMean(ColdStartRater, Model):
 
 
 def _backbone_name(cfg) -> str:
-    from recsys.models.registry import model_of_config
-
     return model_of_config(type(cfg))
 
 
 def _new_backbone(config: ColdStartConfig, device: torch.device, **overrides):
-    from recsys.models.registry import get_model
-
     cfg = config.backbone
     klass = get_model(_backbone_name(cfg))
     values = {**cfg.to_dict(), "device": str(device), "seed": config.seed, "objective": "rating", **overrides}
@@ -390,6 +386,7 @@ def _fork_devices(device: torch.device) -> list[int]:
 # ---- basic: the backbone trained normally ----------------------------------------------------------
 
 
+@register_model
 class MetaBasic(ColdStartRater, IterativeModel):
     """The backbone trained on the rating objective without meta-learning (``basic``). Its loop
     settings (epochs, patience, eval_every, max_seconds, progress, seed, device) override the
@@ -713,6 +710,7 @@ class MetaLearner(ColdStartRater, IterativeModel):
         return out
 
 
+@register_model
 class MAML(MetaLearner):
     """Second-order MAML (``first_order=True``: FOMAML) with a fixed inner learning rate."""
 
@@ -720,6 +718,7 @@ class MAML(MetaLearner):
     Config = MAMLConfig
 
 
+@register_model
 class MAMLPlusPlus(MetaLearner):
     """MAML++ as MELO runs it (LSLR, multi-step loss, cosine outer schedule, clipping)."""
 
@@ -727,6 +726,7 @@ class MAMLPlusPlus(MetaLearner):
     Config = MetaConfig
 
 
+@register_model
 class MELO(MetaLearner):
     """MAML++ with MELO's adaptive weighted inner loss."""
 

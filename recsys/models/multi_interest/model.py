@@ -94,6 +94,7 @@ from recsys.models.sequential.sequences import (
 )
 from recsys.training.cost import EpochCost
 from recsys.training.loop import Job
+from recsys.models.registry import register_model
 
 METRICS = ("recall", "ndcg", "hit")
 ENCODE_CHUNK = 256  # users encoded at once at inference (the attention MLP's activations bound memory)
@@ -493,6 +494,7 @@ def zero_history(scores: Tensor, history: sp.csr_matrix) -> None:
         scores[_coords(history, scores.device)] = 0.0
 
 
+@register_model
 class MIND(MultiInterestModel):
     """MIND (Li et al., CIKM 2019): dynamic-routing interest capsules, trained with BaM's scheme."""
 
@@ -501,6 +503,7 @@ class MIND(MultiInterestModel):
     backbone = "mind"
 
 
+@register_model
 class ComiRecSA(MultiInterestModel):
     """ComiRec-SA (Cen et al., KDD 2020): self-attentive interest heads, trained with BaM's scheme."""
 
@@ -509,6 +512,7 @@ class ComiRecSA(MultiInterestModel):
     backbone = "comirec"
 
 
+@register_model
 class REMI(MultiInterestModel):
     """REMI (Xie et al., RecSys 2023): ComiRec-SA with interest-aware hard negatives (β) and routing
     regularisation (λ), trained with BaM's scheme."""

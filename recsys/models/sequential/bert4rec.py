@@ -53,6 +53,7 @@ from recsys.models.sequential.layers import (
     positions_from_right,
 )
 from recsys.models.sequential.sequences import PAD, mask_positions
+from recsys.models.registry import register_model
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ class BERT4RecNetwork(SequenceNetwork):
         return F.gelu(self.proj(h)) @ self.item_table().T + self.out_bias
 
 
+@register_model
 class BERT4Rec(SequentialModel):
     """BERT4Rec under the library's model contract.
 

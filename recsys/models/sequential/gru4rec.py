@@ -27,6 +27,7 @@ from recsys.checks import check_int
 from recsys.models.sequential.core import SequentialConfig, SequentialModel
 from recsys.models.sequential.layers import RatingHead, SequenceNetwork, align_left, align_right
 from recsys.models.sequential.sequences import PAD
+from recsys.models.registry import register_model
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class GRU4RecNetwork(SequenceNetwork):
         return self.emb.weight[1 : self.n_items + 1]
 
 
+@register_model
 class GRU4Rec(SequentialModel):
     """GRU4Rec under the library's sequential contract (:class:`SequentialModel`)."""
 

@@ -39,6 +39,7 @@ from recsys.models.sequential.core import SequentialConfig, SequentialModel
 from recsys.models.sequential.gru4rec import init_recurrent
 from recsys.models.sequential.layers import RatingHead, SequenceNetwork, align_left, align_right, full_softmax_ce
 from recsys.models.sequential.sequences import PAD
+from recsys.models.registry import register_model
 
 POSITIONS = ("all", "last")
 _CHUNK_ELEMENTS = 1 << 24  # elements of one [B, chunk, W, H] attention block
@@ -119,6 +120,7 @@ class NARMNetwork(SequenceNetwork):
         return self.emb.weight[1 : self.n_items + 1]
 
 
+@register_model
 class NARM(SequentialModel):
     """NARM under the library's sequential contract (:class:`SequentialModel`)."""
 

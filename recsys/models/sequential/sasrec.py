@@ -46,6 +46,7 @@ from recsys.models.sequential.layers import (
     positions_from_right,
 )
 from recsys.models.sequential.sequences import PAD
+from recsys.models.registry import register_model
 
 LOSSES = ("ce", "bce")
 
@@ -109,6 +110,7 @@ class SASRecNetwork(SequenceNetwork):
         return self.tok.weight[1 : self.n_items + 1]
 
 
+@register_model
 class SASRec(SequentialModel):
     """SASRec under the library's sequential contract (:class:`SequentialModel`)."""
 

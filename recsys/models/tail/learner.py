@@ -49,6 +49,7 @@ from recsys.training.cost import CUDA_CONTEXT_BYTES, F32, DataShape, EpochCost
 from recsys.training.early_stopping import SpilledEarlyStopping
 from recsys.training.loop import Job
 from recsys.training.seed import seed_everything
+from recsys.models.registry import register_model
 
 SPILL_ITEMS = 16384  # from here on the best U goes to disk (best_weights: auto)
 
@@ -244,6 +245,7 @@ def topk_hits(pred: Tensor, x: Tensor, k: int, *, dist: bool) -> Tensor:
     return torch.zeros(pred.shape[1], dtype=pred.dtype, device=pred.device).index_add_(0, top.reshape(-1), hit.reshape(-1))
 
 
+@register_model
 class TailLearner(IterativeModel, ItemScorer):
     """The linear learner under ``config.method``.
 

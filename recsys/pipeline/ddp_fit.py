@@ -1,14 +1,16 @@
 """Entry point for data-parallel fits under ``torchrun`` (or metaflow-torchrun's ``@torchrun``,
 which calls the same thing on each node)::
 
-    torchrun --nproc_per_node 2 -m recsys.training.ddp_fit --split SPLIT_DIR --model multvae \\
+    torchrun --nproc_per_node 2 -m recsys.pipeline.ddp_fit --split SPLIT_DIR --model multvae \\
         --config '{"epochs": 20}' --out OUT_DIR
 
 Each process joins the group from torchrun's environment (``RANK``, ``WORLD_SIZE``,
 ``MASTER_ADDR``, ``MASTER_PORT``; gloo on CPU, NCCL where CUDA is present), fits the model on its
 share of every batch (:mod:`recsys.training.distributed`), and rank 0 writes ``model.pt`` (with its
 sha256 sidecar) and ``result.json`` (loss curve, validation curve, world size) under ``--out``.
-Models that take part: Mult-VAE, Mult-DAE and TALL (others train as one process per rank and are refused).
+Models that take part are those whose class says ``data_parallel = True`` (Mult-VAE, Mult-DAE,
+TALL); others are refused. This is a pipeline entry point (it builds models from the registry and
+loads splits), so it sits beside :mod:`recsys.pipeline.ddp`, above the training layer it calls.
 """
 
 from __future__ import annotations
@@ -18,16 +20,13 @@ import json
 import os
 from pathlib import Path
 
-DATA_PARALLEL = ("multvae", "multdae", "tall")
-
-
 def main(argv: list[str] | None = None) -> dict | None:
     import torch
     import torch.distributed as dist
 
-    from recsys.errors import ConfigError
     from recsys.io import write_json
     from recsys.models.registry import build
+    from recsys.pipeline.ddp import check_model
     from recsys.protocols import Split
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -36,8 +35,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     ap.add_argument("--config", default="{}", help="JSON overriding the model's defaults, or a .json file holding it")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
-    if args.model not in DATA_PARALLEL:
-        raise ConfigError(f"--model {args.model!r}: data-parallel training is implemented for {', '.join(DATA_PARALLEL)}")
+    check_model(args.model)
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if "RANK" in os.environ and not dist.is_initialized():
         dist.init_process_group(backend)
