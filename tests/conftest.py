@@ -39,6 +39,23 @@ def _isolate_metaflow_typing_extensions() -> None:
 _isolate_metaflow_typing_extensions()
 
 
+# Tier markers by folder (tests/unit -> unit, ...), so `pytest -m unit` / `-m "flows or notebooks"`
+# select a tier; tests/test_reproduction.py carries its own `slow` mark (see pytest.ini).
+_TIERS = ("unit", "flows", "notebooks", "deploy")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(config, items):
+    tests = REPO / "tests"
+    for item in items:
+        try:
+            folder = Path(item.path).resolve().relative_to(tests).parts[0]
+        except (ValueError, IndexError):
+            continue
+        if folder in _TIERS:
+            item.add_marker(getattr(pytest.mark, folder))
+
+
 def data_home() -> Path | None:
     """$RECSYS_DATA_HOME (../shared/data in CI) or None."""
     value = os.environ.get("RECSYS_DATA_HOME")

@@ -252,6 +252,7 @@ def test_evaluate_rejects_bad_score_shape():
         evaluate(lambda rows: scores[:, :-1], np.arange(5), target, exclude, recall_denominator="min", ks=(5,), device="cpu")
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu():
     scores, target, exclude = random_case(n_users=300, n_items=500)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import time
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from recsys.data import load_dataset, make_synthetic
+from recsys.data.synthetic import _BLOCK
 from recsys.errors import ConfigError
 
 
@@ -116,19 +117,59 @@ def test_repeat_interactions_on_request():
     assert (np.diff(df["timestamp"])[same_user] > 0).all()
 
 
-def test_fast_and_blockwise_for_larger_settings():
-    make_synthetic()  # warm-up
-    best = min(_timed(make_synthetic) for _ in range(3))
-    assert best < 0.2
-    big = make_synthetic(n_users=4_500, n_items=1_000, mean_items_per_user=20, seed=3)  # several blocks
+def test_vectorised_and_blockwise_for_larger_settings(monkeypatch):
+    """No per-user Python work: the generator executes about as many Python lines for 1,900 users
+    as for 200 (one user block each) and a bounded number more per extra block; it draws its noise
+    in user blocks of at most ``_BLOCK`` score cells, so memory stays bounded for large settings.
+    (Counts, not timings: speed is for benchmarks, not tests.)"""
+    settings = dict(n_items=1_000, mean_items_per_user=20, seed=3)
+    step = _BLOCK // 1_000  # users per block: 2,000
+    assert 1_900 <= step < 4_500 // 2  # the premise: 200 and 1,900 users in one block, 4,500 in three
+    one_block_small, one_block_large = (_lines(make_synthetic, n_users=n, **settings) for n in (200, 1_900))
+    three_blocks = _lines(make_synthetic, n_users=4_500, **settings)
+    assert abs(one_block_large - one_block_small) < 500  # a line per user in a loop would add >= 1,700
+    assert 0 < three_blocks - one_block_large < 2 * 500  # two more blocks, a bounded cost each
+
+    real_rng = np.random.default_rng
+    noise_shapes = []
+
+    class Recording:  # the real generator (same stream), noting the shape of each noise draw
+        def __init__(self, seed):
+            self._rng = real_rng(seed)
+
+        def __getattr__(self, name):
+            return getattr(self._rng, name)
+
+        def standard_exponential(self, size, **kwargs):
+            noise_shapes.append(size)
+            return self._rng.standard_exponential(size, **kwargs)
+
+    monkeypatch.setattr(np.random, "default_rng", Recording)
+    big = make_synthetic(n_users=4_500, **settings)  # several blocks
+    monkeypatch.undo()
+    assert noise_shapes == [(min(step, 4_500 - lo), 1_000) for lo in range(0, 4_500, step)]
+    assert all(rows * cols <= _BLOCK for rows, cols in noise_shapes)
     assert big.df["user"].nunique() == 4_500 and not big.df.duplicated(["user", "item"]).any()
-    assert big.df.equals(make_synthetic(n_users=4_500, n_items=1_000, mean_items_per_user=20, seed=3).df)
+    assert big.df.equals(make_synthetic(n_users=4_500, **settings).df)
 
 
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+def _lines(fn, **kwargs) -> int:
+    """Python lines executed while ``fn(**kwargs)`` runs (sys.settrace 'line' events, every frame):
+    a Python loop executes lines per iteration, a numpy operation over a whole array does not."""
+    count = 0
+
+    def trace(frame, event, arg):
+        nonlocal count
+        count += event == "line"
+        return trace
+
+    before = sys.gettrace()
+    sys.settrace(trace)
+    try:
+        fn(**kwargs)
+    finally:
+        sys.settrace(before)
+    return count
 
 
 @pytest.mark.parametrize("kwargs, message", [

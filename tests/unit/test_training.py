@@ -24,6 +24,7 @@ def _matrix(n_users=23, n_items=11, density=0.3, seed=0) -> sp.csr_matrix:
 # ---- device --------------------------------------------------------------------------------
 
 
+@pytest.mark.gpu  # takes the CUDA branch where CUDA is present (passes on CPU too)
 def test_pick_device_defaults_to_cuda_when_available_else_cpu():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert pick_device().type == expected

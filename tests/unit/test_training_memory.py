@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -70,10 +73,42 @@ def test_tasks_that_fit_only_alone_run_one_after_another(tmp_path, capsys):
     assert "waiting for them (these tasks fit only one after another)" in capsys.readouterr().err
 
 
+def _dead_pid() -> int:
+    """The pid of a child that has exited and been reaped: no process has it (barring reuse)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
 def test_reservations_of_dead_processes_are_dropped(tmp_path):
-    (tmp_path / "memory-ledger.json").write_text(json.dumps({"999999:x": {"bytes": 9 * GiB, "pid": 999999, "task": "x"}}))
-    with MemoryLedger(tmp_path, limit=10 * GiB).reserve("y", 6 * GiB):
-        pass
+    """A killed task's 9 GB no longer count: 6 GB more fit under 10 GB at once (a regression
+    waits and the timeout turns it into a MemoryBudgetError instead of a hang)."""
+    dead = _dead_pid()
+    ledger_file = tmp_path / "memory-ledger.json"
+    ledger_file.write_text(json.dumps({f"{dead}:x": {"bytes": 9 * GiB, "pid": dead, "task": "x"}}))
+    ledger = MemoryLedger(tmp_path, limit=10 * GiB, poll=0.01)
+    mine = {f"{os.getpid()}:y": {"bytes": 6 * GiB, "pid": os.getpid(), "task": "y"}}
+    with ledger.reserve("y", 6 * GiB, timeout=2):
+        assert json.loads(ledger_file.read_text()) == mine  # the dead pid's entry is gone, ours held
+        with ledger._locked() as book:
+            assert book == mine
+    assert json.loads(ledger_file.read_text()) == {}  # released on exit
+
+
+def test_a_live_holder_and_a_request_too_big_beside_it_time_out_with_the_holders(tmp_path, capsys):
+    ledger = MemoryLedger(tmp_path, limit=10 * GiB, poll=0.01)
+    with ledger.reserve("tail task posit seed 0", 6 * GiB):
+        with pytest.raises(MemoryBudgetError) as err:
+            with ledger.reserve("tail task ease seed 1", 5 * GiB, timeout=0.1):
+                pytest.fail("must not start beside a holder it does not fit with")
+        book = json.loads((tmp_path / "memory-ledger.json").read_text())
+        assert [v["task"] for v in book.values()] == ["tail task posit seed 0"]  # the refused one never held
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("tail task ease seed 1: waited 0.1 s for 5.0 GB")
+    assert f"{5 * GiB} bytes" in msg and "limit 10.0 GB" in msg
+    assert f"held by tail task posit seed 0 (pid {os.getpid()}, 6.0 GB)" in msg and "--max-workers 1" in msg
+    assert "waiting for them" in capsys.readouterr().err
+    assert json.loads((tmp_path / "memory-ledger.json").read_text()) == {}
 
 
 def test_a_killed_attempt_is_named_with_its_last_memory(tmp_path):
