@@ -7,7 +7,11 @@
 * :class:`ItemScorer`: ``fit(train, valid)`` on CSR user rows, ``score(rows) -> [B, n_items]``.
 * :class:`SequenceScorer`: ``fit`` on time-ordered sequences (a leave-one-out split),
   ``score(histories) -> [B, n_items]``, ``item_embeddings()``.
+* :class:`UserScorer`: ``score_users(users) -> [B, n_items]`` for the users it was fitted on (the
+  local models: per-user state, a ``random_split``).
 * :class:`SequenceRater`: one rating per sequence position (the meta stage's backbones).
+* :class:`TaskRater`: a cold-start user's rating after adapting to the user's support data
+  (``predict_tasks``; the meta stage's learners).
 * :class:`InterestModel`: K interest vectors per user (multi-interest models).
 * :class:`IterativeModel`: trains through :mod:`recsys.training.loop` (early stopping, restore,
   checkpoints, progress, ``max_seconds``); ``checkpoints(folder)`` makes ``fit`` resumable.
@@ -160,6 +164,9 @@ class Model:
     protocols: ClassVar[tuple[str, ...] | None] = None  # the split protocols it can train on (None: any)
     # trains with each rank taking its share of every batch (recsys.training.distributed; the ddp stage)
     data_parallel: ClassVar[bool] = False
+    # fit_split hands it the split's validation stage (models that early-stop on it); closed-form and
+    # counting models take none
+    takes_validation: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig | None = None, **overrides: Any) -> None:
         if config is None:
@@ -172,6 +179,12 @@ class Model:
         self.device = pick_device(config.device)
         if self.device.type == "cpu":
             keep_freed_cpu_memory()
+
+    @classmethod
+    def contracts(cls) -> list[str]:
+        """The output contracts the class keeps (``ItemScorer``, ``UserScorer``, ...), for messages."""
+        return [b.__name__ for b in cls.__mro__
+                if b.__module__ == __name__ and b not in (Model, IterativeModel) and issubclass(b, Model)]
 
     # ---- the split-level contract (what recsys.pipeline calls) -------------------------------
     def fit_split(self, split, *, validate: bool = True) -> "Model":
@@ -294,6 +307,7 @@ class IterativeModel(Model):
     :class:`~recsys.training.loop.Job` and calls :meth:`_train`."""
 
     Config: ClassVar[type[ModelConfig]] = IterativeConfig
+    takes_validation: ClassVar[bool] = True
     _checkpoint_dir: Path | None = None
 
     def checkpoints(self, folder: str | os.PathLike | None) -> "IterativeModel":
@@ -341,14 +355,10 @@ class ItemScorer(Model):
         raise NotImplementedError
 
     # ---- the split-level contract ---------------------------------------------------------
-    def wants_validation(self) -> bool:
-        """Iterative models validate each epoch; closed-form and counting ones take no validation."""
-        return isinstance(self, IterativeModel)
-
     def fit_split(self, split, *, validate: bool = True) -> "ItemScorer":
         stages = split.meta["evaluation"]
         valid = stage_matrices(split, stages["valid"]) if validate and "valid" in stages else None
-        return self.fit(split["train"], valid if self.wants_validation() else None)
+        return self.fit(split["train"], valid if self.takes_validation else None)
 
     def evaluate_split(self, split, stage: str, *, ks: Iterable[int], metrics: Iterable[str],
                        recall_denominator: str = "n") -> RankingResult:
@@ -407,6 +417,59 @@ class ItemScorer(Model):
         return rows
 
 
+class UserScorer(Model):
+    """Scores items for the users it was fitted on, by their row ids in its training matrix
+    (``train_``): models with per-user state, such as LFT's fine-tuned copies or TALL's gates, that
+    cannot score a history they have not seen. ``fit(train, valid)``, ``score_users(users) ->
+    [B, n_items]``, ``evaluate_users(target, users)``. Their protocol evaluates the training users
+    on held-out items (``random_split``); the training items are excluded from every ranking."""
+
+    protocols = ("random_split",)
+
+    def fit(self, train: sp.csr_matrix, valid: sp.csr_matrix | None = None) -> "UserScorer":
+        raise NotImplementedError
+
+    def score_users(self, users: np.ndarray) -> Tensor:
+        """Scores [len(users), n_items] (higher = better) for training users (row ids of ``train_``)."""
+        raise NotImplementedError
+
+    # ---- the split-level contract ---------------------------------------------------------
+    def fit_split(self, split, *, validate: bool = True) -> "UserScorer":
+        return self.fit(split["train"], split["valid"] if validate and self.takes_validation else None)
+
+    def evaluate_split(self, split, stage: str, *, ks: Iterable[int], metrics: Iterable[str],
+                       recall_denominator: str = "n") -> RankingResult:
+        target = split[split.meta["evaluation"][stage]["target"]]
+        return self.evaluate_users(target, ks=ks, metrics=metrics, recall_denominator=recall_denominator)
+
+    # ---- evaluation -------------------------------------------------------------------------
+    def _users(self, users) -> np.ndarray:
+        self._check_fitted()
+        users = np.asarray(users, dtype=np.int64).reshape(-1)
+        n = self.train_.shape[0]
+        if len(users) and (users.min() < 0 or users.max() >= n):
+            raise DataError(f"user ids must be in 0..{n - 1} (the training users), got {users.min()}..{users.max()}")
+        return users
+
+    @torch.no_grad()
+    def evaluate_users(self, target: sp.csr_matrix, users: np.ndarray | None = None, *,
+                       ks: Iterable[int] = (1, 5, 10, 20), metrics: Iterable[str] = ("precision", "recall", "ndcg"),
+                       recall_denominator: str = "n", keep_topk: bool = False,
+                       batch_size: int | None = None) -> RankingResult:
+        """Rank all items for the training users against `target` (aligned with ``train_``); the
+        training items are excluded, as in LFT / TALL's evaluator."""
+        self._check_fitted()
+        target = as_csr(target, "target")
+        if target.shape != self.train_.shape:
+            raise DataError(f"target has shape {target.shape}; it must align with train {self.train_.shape}")
+        users = np.arange(target.shape[0]) if users is None else self._users(users)
+        batch = batch_size or getattr(self.config, "eval_batch_size", 1024)
+        return evaluate(lambda rows: self.score_users(users[rows]), np.arange(len(users)),
+                        target[users], self.train_[users], ks=ks, metrics=metrics,
+                        recall_denominator=recall_denominator, batch_size=batch,
+                        device=self.device, keep_topk=keep_topk)
+
+
 def stage_matrices(split, stage: Mapping[str, Any]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """(input rows, target rows) of one evaluation stage of a matrix split; the input is also the
     ranking mask."""
@@ -440,6 +503,23 @@ class SequenceRater(Model):
     ``predict_ratings(items [B, W]) -> [B, W]`` on the 1..5 scale (the meta stage's backbones)."""
 
     def predict_ratings(self, tokens: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class TaskRater(Model):
+    """Predicts the rating of a cold-start user's last item from the user's few known ratings, one
+    task per user (support sequences to adapt on, query sequences to predict; a ``user_split``):
+    ``predict_tasks(tasks) -> [T]`` on the 1..5 scale; ``evaluate_split(split, stage)`` returns RMSE /
+    MAE overall and per true rating value. Its prediction needs the user's support data, which is
+    why it is not a :class:`SequenceRater` (that is the backbone it may adapt)."""
+
+    protocols = ("user_split",)
+
+    def predict_tasks(self, tasks) -> np.ndarray:
+        raise NotImplementedError
+
+    def evaluate_split(self, split, stage: str, **_: Any) -> dict[str, Any]:
+        """RMSE / MAE of the stage's tasks (ranking arguments are ignored: a rater ranks nothing)."""
         raise NotImplementedError
 
 

@@ -93,7 +93,8 @@ def protocol_settings(settings: Mapping[str, Any], protocol: str | None, models:
     for name in wanted:
         klass = get_model(name)  # ConfigError naming the valid models
         if klass.protocols is not None and protocol not in klass.protocols:
-            raise ConfigError(f"model '{name}' trains on {' / '.join(klass.protocols)} splits only, not '{protocol}': "
+            raise ConfigError(f"model '{name}' ({' / '.join(klass.contracts())}) trains on "
+                              f"{' / '.join(klass.protocols)} splits only, not '{protocol}': "
                               f"pass --protocol {klass.protocols[0]}")
     if not wanted:
         raise ConfigError(f"no models to train for protocol '{protocol}': list them under protocols.{protocol}.models")

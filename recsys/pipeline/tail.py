@@ -242,7 +242,7 @@ def run_one(split_path, method: str, spec: Mapping[str, Any], seed: int, out_dir
     with (ledger.reserve(task, estimate) if ledger else contextlib.nullcontext()), \
             Heartbeat(beat, task) as hb, task_checkpoints(model, checkpoint_dir, f"{method}.seed{seed}"):
         held = [time.time()]  # wall-clock span the task held its memory (tasks queued one after another)
-        model.fit(split["train"], valid if model.wants_validation() else None)
+        model.fit(split["train"], valid if model.takes_validation else None)
         held.append(time.time())
     seconds = time.perf_counter() - start
     metrics = test_metrics(model, split)

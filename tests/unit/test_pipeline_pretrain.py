@@ -131,3 +131,19 @@ def test_models_learn_and_write_their_artifacts(tiny_split, tmp_path):
     assert [r["model"] for r in rows] == ["mostpop", "ease", "multvae"]
     assert "ndcg@20" in pt.format_table(rows, "random_split")
     assert pt.curves_png(results)[:4] == b"\x89PNG"
+
+
+def test_a_user_scorer_trains_on_its_own_protocol_and_is_refused_on_another_naming_its_contract(tiny_split, tmp_path):
+    """TALL scores the users it was fitted on: through the pretrain stage on a random split it
+    learns (beats most-popular on the test items); on a split of held-out users it is refused."""
+    settings = {"protocols": {
+        "random_split": {"params": {"k_core": 3}, "models": {"mostpop": {}, "tall": {
+            "n_experts": 3, "hidden": 32, "epochs": 150, "batch_size": 64, "lr": 3e-3, "gap": 2, "window": 2,
+            "patience": 20, "weight_decay": 0.0, "progress": "off"}}},
+        "strong_generalization": {"params": {}, "models": {"mostpop": {}}}}}
+    section = pt.protocol_settings(settings, "random_split", "mostpop,tall")
+    results = {name: pt.train_and_evaluate(tiny_split, name, cfg, tmp_path / name)
+               for name, cfg in section["models"].items()}
+    assert results["tall"]["test"]["ndcg@20"] > 1.1 * results["mostpop"]["test"]["ndcg@20"]
+    with pytest.raises(ConfigError, match=r"model 'tall' \(UserScorer\) trains on random_split splits only"):
+        pt.protocol_settings(settings, "strong_generalization", "tall")

@@ -15,7 +15,7 @@ from torch import Tensor
 from recsys.errors import ConfigError, DataError
 from recsys.metrics.ranking import METRICS, RankingResult, as_bool_rows, evaluate, rank_metrics
 from recsys.models.autoencoders.multvae import UPSTREAM_NOISE_STD, beta_at
-from recsys.models.base import IterativeConfig, IterativeModel, ItemScorer
+from recsys.models.base import IterativeConfig, IterativeModel, UserScorer
 from recsys.checks import check_bool, check_float, check_int
 from recsys.models.local.bank import BankAdam, ExpertBank, bank_kl, bank_nll, weighted_mean
 from recsys.training.batches import SparseRows, as_csr, iterate_rows
@@ -101,9 +101,10 @@ def check_valid(train: sp.csr_matrix, valid: Any, what: str = "valid") -> sp.csr
     return valid
 
 
-class LocalModel(IterativeModel, ItemScorer):
-    """Base of the local-stage models. They score the *training users* (the random split's
-    protocol evaluates the same users on held-out items): ``score_users(users)``.
+class LocalModel(IterativeModel, UserScorer):
+    """Base of the local-stage models: :class:`~recsys.models.base.UserScorer` s, they score the
+    *training users* (the random split's protocol evaluates the same users on held-out items):
+    ``score_users(users)``. WL and LOCA also score new histories (``score(rows)``, ItemScorer).
 
     Learned state shared by all: ``train_`` (the training rows, CSR), ``n_items_``,
     ``history_``, ``best_epoch_``.
@@ -194,34 +195,6 @@ class LocalModel(IterativeModel, ItemScorer):
     def _new_bank(self, n_experts: int) -> ExpertBank:
         c = self.config
         return ExpertBank(n_experts, self.n_items_, c.hidden, c.dropout, c.noise_std).to(self.device)
-
-    def score_users(self, users: np.ndarray) -> Tensor:
-        """Scores [len(users), n_items] for training users (row ids of ``train``)."""
-        raise NotImplementedError
-
-    def _users(self, users) -> np.ndarray:
-        self._check_fitted()
-        users = np.asarray(users, dtype=np.int64).reshape(-1)
-        n = self.train_.shape[0]
-        if len(users) and (users.min() < 0 or users.max() >= n):
-            raise DataError(f"user ids must be in 0..{n - 1} (the training users), got {users.min()}..{users.max()}")
-        return users
-
-    @torch.no_grad()
-    def evaluate_users(self, target: sp.csr_matrix, users: np.ndarray | None = None, *,
-                       ks: Iterable[int] = REPORT_KS, metrics: Iterable[str] = REPORT_METRICS,
-                       recall_denominator: str = "n", keep_topk: bool = False) -> RankingResult:
-        """Rank all items for the training users against `target` (aligned with ``train``); the
-        training items are excluded, as in LFT / TALL's evaluator."""
-        self._check_fitted()
-        target = as_csr(target, "target")
-        if target.shape != self.train_.shape:
-            raise DataError(f"target has shape {target.shape}; it must align with train {self.train_.shape}")
-        users = np.arange(target.shape[0]) if users is None else self._users(users)
-        return evaluate(lambda rows: self.score_users(users[rows]), np.arange(len(users)),
-                        target[users], self.train_[users], ks=ks, metrics=metrics,
-                        recall_denominator=recall_denominator, batch_size=self.config.eval_batch_size,
-                        device=self.device, keep_topk=keep_topk)
 
     def _n_items(self) -> int:
         return self.n_items_

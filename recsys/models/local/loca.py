@@ -31,6 +31,7 @@ from torch import Tensor
 
 from recsys.errors import ConfigError
 from recsys.checks import check_choice, check_float, check_int
+from recsys.models.base import ItemScorer
 from recsys.models.local.bank import ExpertBank, bank_params, shared_bank_epoch
 from recsys.training.cost import CUDA_CONTEXT_BYTES, F32, DataShape, EpochCost
 from recsys.models.local.common import BankConfig, LocalModel, bank_scores, check_valid
@@ -68,7 +69,7 @@ class LOCAConfig(BankConfig):
 
 
 @register_model
-class LOCA(LocalModel):
+class LOCA(LocalModel, ItemScorer):
     """Learned state adds ``global_`` (one-expert bank), ``embeddings_`` [U, H], ``anchors_`` [q]
     and ``local_`` (a q-expert bank)."""
 

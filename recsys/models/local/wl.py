@@ -13,6 +13,7 @@ from torch import Tensor
 from recsys.errors import DataError
 from recsys.metrics.groups import mainstream_scores
 from recsys.checks import check_float
+from recsys.models.base import ItemScorer
 from recsys.models.local.bank import shared_bank_epoch
 from recsys.models.local.common import BankConfig, LocalModel, bank_scores
 from recsys.training.cost import CUDA_CONTEXT_BYTES, F32, DataShape, EpochCost
@@ -60,7 +61,7 @@ class WLConfig(BankConfig):
 
 
 @register_model
-class WL(LocalModel):
+class WL(LocalModel, ItemScorer):
     """Global weighted-loss Mult-VAE. Learned state adds ``bank_`` (one expert) and ``weights_``."""
 
     name = "wl"
@@ -90,7 +91,8 @@ class WL(LocalModel):
 
     def score(self, rows: sp.csr_matrix) -> Tensor:
         """Logits [B, I] for any user rows (the model is inductive)."""
-        return bank_scores(self.bank_, self._fitted_rows(rows), self.device)[0]
+        rows = self._fitted_rows(rows)  # NotFittedError before any learned state is read
+        return bank_scores(self.bank_, rows, self.device)[0]
 
     def score_users(self, users: np.ndarray) -> Tensor:
         users = self._users(users)  # first: a model that is not fitted has no train_

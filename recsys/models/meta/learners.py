@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from recsys.checks import check_choice, check_float, check_int
 from recsys.errors import ConfigError, DataError
 from recsys.metrics.regression import mae, per_rating_report, rmse
-from recsys.models.base import IterativeConfig, IterativeModel, Model, ModelConfig, SequenceRater
+from recsys.models.base import IterativeConfig, IterativeModel, Model, ModelConfig, TaskRater
 from recsys.models.meta.functional import (
     RANDOMNESS,
     InnerLoop,
@@ -257,8 +257,9 @@ def _task_order(tasks: Tasks) -> np.ndarray:
                       kind="stable")
 
 
-class ColdStartRater(SequenceRater):
-    """What every cold-start predictor shares (see the module docstring)."""
+class ColdStartRater(TaskRater):
+    """What every cold-start predictor shares (see the module docstring): the
+    :class:`~recsys.models.base.TaskRater` contract over MELO's tasks."""
 
     protocols = ("user_split",)
 
@@ -299,8 +300,8 @@ class ColdStartRater(SequenceRater):
     def fit_split(self, split, *, validate: bool = True):
         return self.fit(split, validate=validate)
 
-    def evaluate_split(self, split, stage: str, *, ks=(), metrics=(), recall_denominator: str = "n"):
-        raise ConfigError(f"{self.name} predicts ratings: use evaluate(split, stage) (RMSE / MAE), not ranking metrics")
+    def evaluate_split(self, split, stage: str, **_: Any) -> dict[str, Any]:
+        return self.evaluate(split, stage)
 
     @staticmethod
     def _query_mean(pred: Tensor, real: Tensor) -> np.ndarray:
