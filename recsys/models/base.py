@@ -167,6 +167,10 @@ class Model:
     # fit_split hands it the split's validation stage (models that early-stop on it); closed-form and
     # counting models take none
     takes_validation: ClassVar[bool] = False
+    # fit draws random numbers (False: a stage runs it once, with its first seed)
+    seeded: ClassVar[bool] = True
+    # computes on a torch device (False: a stage passes it no device setting)
+    uses_device: ClassVar[bool] = True
 
     def __init__(self, config: ModelConfig | None = None, **overrides: Any) -> None:
         if config is None:

@@ -28,12 +28,13 @@ import numpy as np
 
 from recsys.checks import unknown_key_error
 from recsys.errors import ConfigError
+from recsys.pipeline.catalog import BAM_BASELINES, BAM_MODELS, BAM_SELECTIONS
 from recsys.pipeline.report import write_task_result
 from recsys.pipeline.preprocess import default_output_root, figure_png
 from recsys.pipeline.settings import comma_list, load_stage_settings
 
-MODELS = ("mind", "comirec", "remi")
-SELECTIONS = ("hard", "p", "l")
+MODELS = BAM_MODELS
+SELECTIONS = BAM_SELECTIONS
 PROTOCOL = "leave_one_out"
 KS = (10, 20)
 TABLE_KEYS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
@@ -157,32 +158,23 @@ def _protocol(split) -> dict:
             "n_items": split.n_items, "n_interactions": split.stats.get("n_interactions")}
 
 
-def _as_recall(means: Mapping[str, float]) -> dict[str, float]:
-    """hit@k -> recall@k (identical with one held-out item per user)."""
-    return {k.replace("hit@", "recall@"): float(v) for k, v in means.items()}
-
-
 def run_baselines(split_path, settings: Mapping[str, Any], *, device: str | None = None) -> dict[str, dict]:
     """Each configured baseline (default most-popular) fitted on the training part and evaluated on
     the test stage with the same metrics; sequence models (SASRec, ...) validate on seq[-2]."""
-    from recsys.models.base import SequenceScorer
-    from recsys.models.registry import build
+    from recsys.models.registry import build, get_model
     from recsys.protocols import Split
 
     split = Split.load(split_path)
     out = {}
-    for name, config in (settings.get("baselines") or {"mostpop": {}}).items():
+    for name, config in (settings.get("baselines") or BAM_BASELINES).items():
         config = dict(config or {})
-        if device is not None and name != "mostpop":
+        if device is not None and get_model(name).uses_device:
             config["device"] = device
         start = time.perf_counter()
         model = build(name, **config)
-        if isinstance(model, SequenceScorer):
-            model.fit_split(split)
-            test = _as_recall(model.evaluate(split, "test", ks=KS, metrics=("hit", "ndcg")).mean())
-        else:
-            model.fit_split(split)
-            test = _as_recall(model.evaluate_split(split, "test", ks=KS, metrics=("recall", "ndcg")).mean())
+        model.fit_split(split)
+        # with one held-out item per user, recall@k (denominator n = 1) is HR@k
+        test = model.evaluate_split(split, "test", ks=KS, metrics=("recall", "ndcg"), recall_denominator="n").mean()
         out[name] = {"model": name, "config": model.config.to_dict(), "test": test,
                      "train_seconds": time.perf_counter() - start, "protocol": _protocol(split)}
     return out

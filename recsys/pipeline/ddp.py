@@ -61,7 +61,7 @@ def prepare(dataset: str, protocol: str, *, output_dir, data_dir: str | None = N
     if split_dir:  # the split says its protocol; --protocol, when given, must match it
         return load_saved_split(split_dir, protocol or None, dataset)
     settings = pt.load_settings(dataset)
-    section = pt.protocol_settings(settings, protocol or None, "multvae")  # the protocol and its parameters
+    section = pt.protocol_settings(settings, protocol or None, None)  # the protocol and its parameters
     return pt.prepare(dataset, section, data_dir=data_dir, output_dir=output_dir)
 
 

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> dict | None:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--split", required=True)
-    ap.add_argument("--model", default="multvae")
+    ap.add_argument("--model", required=True, help="a registered model that trains data-parallel")
     ap.add_argument("--config", default="{}", help="JSON overriding the model's defaults, or a .json file holding it")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)

@@ -26,10 +26,11 @@ from recsys.errors import ConfigError
 from recsys.io import atomic_path, save_npy, sha256_file
 from recsys.pipeline.settings import comma_list, load_stage_settings
 from recsys.pipeline.preprocess import default_output_root, figure_png
+from recsys.pipeline.catalog import LOCAL_BASE_METHODS, LOCAL_METHODS, LOCAL_STAGE
 from recsys.pipeline.checkpoints import task_checkpoints
 
-METHOD_MODELS = {"vae": "wl", "wl": "wl", "loca": "loca", "lft": "lft", "enlft": "enlft", "tall": "tall"}
-BASE_METHODS = ("vae", "wl")  # trained in the base step: LOCA's global model and LFT / EnLFT's start
+METHOD_MODELS = LOCAL_METHODS
+BASE_METHODS = LOCAL_BASE_METHODS
 REPORT_KS = (1, 5, 10, 20)
 REPORT_METRICS = ("precision", "recall", "ndcg")
 GROUP_METRIC = "ndcg@20"
@@ -52,7 +53,8 @@ def load_settings(dataset: str, override: Mapping[str, Any] | None = None) -> di
           tall: {n_experts: 100, ...}
           tall_train_slice: {model: tall, gate_source: train_slice}   # extra variants name their model
     """
-    return load_stage_settings(dataset, "local", "tall", "random_split", "LFT / TALL's", _KEYS, ("methods",), override)
+    return load_stage_settings(dataset, "local", LOCAL_STAGE, "random_split", "LFT / TALL's", _KEYS, ("methods",),
+                               override)
 
 
 def select_methods(settings: Mapping[str, Any], methods: str | None) -> dict:
@@ -86,7 +88,7 @@ def select_methods(settings: Mapping[str, Any], methods: str | None) -> dict:
         if name not in chosen and name in needed:
             cfg = dict(configured.get(name) or {})
             cfg.pop("model", None)
-            chosen[name] = {"model": "wl", "config": cfg, "base_only": True}
+            chosen[name] = {"model": METHOD_MODELS[name], "config": cfg, "base_only": True}
     out["methods"] = chosen
     shards = out.get("shards", 1)
     if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
@@ -428,4 +430,4 @@ def run_all(dataset: str, settings: Mapping[str, Any], *, data_dir=None, output_
 
 
 def default_run_dir(dataset: str, run_id: str) -> Path:
-    return default_output_root() / "tall" / dataset / str(run_id)
+    return default_output_root() / LOCAL_STAGE / dataset / str(run_id)

@@ -28,14 +28,14 @@ import numpy as np
 
 from recsys.checks import unknown_key_error
 from recsys.errors import ConfigError, DataError
+from recsys.pipeline.catalog import META_BACKBONES, META_METHODS
 from recsys.pipeline.report import write_task_result
 from recsys.pipeline.checkpoints import task_checkpoints
 from recsys.pipeline.preprocess import default_output_root, figure_png
 from recsys.pipeline.settings import comma_list, load_stage_settings
 
-METHODS = ("global_mean", "basic", "maml", "maml_pp", "melo")
-BACKBONES = ("gru4rec", "narm", "sasrec", "bert4rec")
-META_METHODS = ("maml", "maml_pp", "melo")
+METHODS = tuple(META_METHODS)
+BACKBONES = META_BACKBONES
 RATING_VALUES = (1, 2, 3, 4, 5)
 NO_BACKBONE = "-"
 _KEYS = {"protocol", "dataset", "dedupe", "params", "tasks", "evaluation", "seeds", "device", "backbones", "meta",
@@ -110,8 +110,7 @@ def run_specs(settings: Mapping[str, Any], backbones: Any = None, methods: Any =
     ``"<backbone>/<method>"`` (``"global_mean"`` alone: it has no backbone). Each model is built
     here once, so an unknown name or a bad value stops before any training."""
     from recsys.models.meta.backbones import backbone_config
-    from recsys.models.meta.learners import METHOD_MODELS
-    from recsys.models.registry import build
+    from recsys.models.registry import build, get_model
 
     configured = _section(settings, "methods")
     methods = parse_names(methods, METHODS, "meta method", list(configured))
@@ -123,9 +122,10 @@ def run_specs(settings: Mapping[str, Any], backbones: Any = None, methods: Any =
     out: dict[str, dict] = {}
     for method in methods:
         own = dict(configured.get(method) or {})
-        model = METHOD_MODELS[method]
-        for backbone in ([NO_BACKBONE] if method == "global_mean" else backbones):
-            if method == "global_mean":
+        model = META_METHODS[method]
+        klass = get_model(model)
+        for backbone in (backbones if klass.has_backbone else [NO_BACKBONE]):
+            if not klass.has_backbone:
                 config = {**tasks, **{k: v for k, v in evaluation.items() if k in ("task_seed", "valid_tasks", "eval_batch")},
                           **own}
             else:
@@ -134,7 +134,7 @@ def run_specs(settings: Mapping[str, Any], backbones: Any = None, methods: Any =
                     bb = backbone_config(backbone, {**dict(bb_settings.get(backbone) or {}), **own_bb})
                 except ConfigError as exc:
                     raise ConfigError(f"backbone {backbone!r}: {exc}") from None
-                config = {**tasks, **evaluation, **(meta if method in META_METHODS else {}),
+                config = {**tasks, **evaluation, **(meta if klass.meta_learned else {}),
                           **{k: v for k, v in own.items() if k != "backbone"},
                           "backbone": {"model": backbone, "config": bb.to_dict()}}
                 if pretrained:
@@ -145,15 +145,18 @@ def run_specs(settings: Mapping[str, Any], backbones: Any = None, methods: Any =
                 build(model, **config)
             except ConfigError as exc:
                 raise ConfigError(f"meta method {method!r} ({backbone}): {exc}") from None
-            key = method if method == "global_mean" else f"{backbone}/{method}"
+            key = f"{backbone}/{method}" if klass.has_backbone else method
             out[key] = {"backbone": backbone, "method": method, "model": model, "config": config}
     return out
 
 
 def run_list(specs: Mapping[str, Mapping[str, Any]], seeds: list[int]) -> list[tuple[str, int]]:
-    """(key, seed) per training task; the global mean (deterministic) runs once, with the first seed."""
+    """(key, seed) per training task; a model whose fit draws no random numbers (the global mean)
+    runs once, with the first seed."""
+    from recsys.models.registry import get_model
+
     return [(key, seed) for key, spec in specs.items()
-            for seed in (seeds[:1] if spec["method"] == "global_mean" else seeds)]
+            for seed in (seeds if get_model(spec["model"]).seeded else seeds[:1])]
 
 
 # ---- data ------------------------------------------------------------------------------------
@@ -235,12 +238,12 @@ def run_one(split_path, key: str, spec: Mapping[str, Any], seed: int, out_dir, *
     write ``model.pt`` and ``result.json`` under `out_dir` (atomically); returns the result."""
     import torch
 
-    from recsys.models.registry import build
+    from recsys.models.registry import build, get_model
     from recsys.protocols import Split
 
     split = Split.load(split_path)
     config = {**dict(spec["config"]), "seed": int(seed)}
-    if device is not None and spec["model"] != "global_mean":
+    if device is not None and get_model(spec["model"]).uses_device:
         config["device"] = device
     model = build(spec["model"], **config)
     start = time.perf_counter()
@@ -284,7 +287,8 @@ def run_one(split_path, key: str, spec: Mapping[str, Any], seed: int, out_dir, *
 def _order(key: str) -> tuple:
     method = key.split("/")[-1]
     backbone = key.split("/")[0] if "/" in key else ""
-    return (0 if method == "global_mean" else 1, BACKBONES.index(backbone) if backbone in BACKBONES else 9,
+    return (0 if "/" not in key else 1,  # a method without a backbone (the global mean) first
+            BACKBONES.index(backbone) if backbone in BACKBONES else 9,
             METHODS.index(method) if method in METHODS else 9)
 
 
@@ -366,8 +370,9 @@ def per_rating_plot_png(rows: list[dict], stats: Mapping[str, Any] | None = None
         for r in rows:
             ys = [r.get(f"{metric}@{v}", np.nan) for v in RATING_VALUES]
             errs = [r.get(f"{metric}@{v}_std", 0.0) for v in RATING_VALUES]
-            style = "k--" if r["method"] == "global_mean" else "o-"
-            label = r["method"] if r["method"] == "global_mean" else f"{r['backbone']} / {r['method']}"
+            alone = r["backbone"] == NO_BACKBONE  # the global mean: a baseline line
+            style = "k--" if alone else "o-"
+            label = r["method"] if alone else f"{r['backbone']} / {r['method']}"
             ax.errorbar(x, ys, yerr=errs, fmt=style, capsize=2, ms=3, lw=1, label=label)
         ax.set_xticks(x)
         ax.set_xlabel("true rating")

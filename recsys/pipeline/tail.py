@@ -28,13 +28,13 @@ import numpy as np
 
 from recsys.errors import ConfigError
 from recsys.pipeline.report import write_task_result
-from recsys.models.tail.learner import METHODS as LEARNER_METHODS  # the SGD-trained linear learner
+from recsys.pipeline.catalog import TAIL_METHODS, TAIL_PARAM_STRING_METHOD
 from recsys.pipeline.checkpoints import task_checkpoints
 from recsys.training.memory import Heartbeat, MemoryLedger, last_heartbeat
 from recsys.pipeline.settings import comma_list, load_stage_settings
 from recsys.pipeline.preprocess import default_output_root, figure_png
 
-METHODS = ("mostpop", "ease_closed_form") + LEARNER_METHODS
+METHODS = tuple(TAIL_METHODS)
 KS = (20, 50, 100)
 COVERAGE_BLOCK = 100
 TABLE_KEYS = ("ndcg@100", "recall@20", "recall@50", "recall@100", "item_recall@20", "item_recall@50",
@@ -97,7 +97,7 @@ def method_configs(settings: Mapping[str, Any], methods: str | list[str] | None 
     method's settings (and are ignored by the other methods).
     """
     from recsys.checks import unknown_key_error
-    from recsys.models.registry import build
+    from recsys.models.registry import build, get_model
     from recsys.models.tail.params import ParamString
 
     configured = dict(settings.get("methods") or {})
@@ -116,17 +116,13 @@ def method_configs(settings: Mapping[str, Any], methods: str | list[str] | None 
                      "aloss": p.aloss, "ones": p.ones, "lam": p.lam, "loss": p.loss}
     out = {}
     for name in wanted:
-        own = dict(configured.get(name) or {})
-        if name == "mostpop":
-            model, config = "mostpop", own
-        elif name == "ease_closed_form":
-            model, config = "ease", own
-        else:
-            model = "tail_learner"
-            config = {**dict(settings.get("learner") or {}), **own, "method": name}
-            if name == "posit":
-                config.update(overrides)
-        if settings.get("device") and model != "mostpop":
+        method = TAIL_METHODS[name]
+        model = method.model
+        shared = dict(settings.get(method.shared) or {}) if method.shared else {}
+        config = {**shared, **dict(configured.get(name) or {}), **method.fixed}
+        if name == TAIL_PARAM_STRING_METHOD:
+            config.update(overrides)
+        if settings.get("device") and get_model(model).uses_device:
             config.setdefault("device", settings["device"])
         try:
             build(model, **config)

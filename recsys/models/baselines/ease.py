@@ -76,6 +76,8 @@ class EASEConfig(ModelConfig):
 class EASE(ItemScorer):
     """EASE^R; learned state ``B_`` [n_items, n_items] on the model's device."""
 
+    seeded = False  # closed form
+
     name = "ease"
     Config = EASEConfig
     config: EASEConfig

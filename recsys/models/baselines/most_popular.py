@@ -23,6 +23,9 @@ class MostPopularConfig(ModelConfig):
 class MostPopular(ItemScorer):
     """Score of item i = number of training rows with a non-zero in column i; learned state ``counts_``."""
 
+    seeded = False  # counts
+    uses_device = False
+
     name = "mostpop"
     Config = MostPopularConfig
 

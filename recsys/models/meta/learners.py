@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 import torch
@@ -261,6 +261,9 @@ class ColdStartRater(TaskRater):
     """What every cold-start predictor shares (see the module docstring): the
     :class:`~recsys.models.base.TaskRater` contract over MELO's tasks."""
 
+    has_backbone: ClassVar[bool] = True  # adapts a sequential backbone (its config names one)
+    meta_learned: ClassVar[bool] = False  # trained by the outer loop (the meta section of a stage's settings)
+
     protocols = ("user_split",)
 
     def task_settings(self) -> TaskSettings:
@@ -336,6 +339,10 @@ def _train_mean(split) -> float:
 @register_model
 class GlobalMean(ColdStartRater, Model):
     """Predicts the mean training rating for everyone (MELO's baseline)."""
+
+    seeded = False  # the mean training rating
+    uses_device = False
+    has_backbone = False
 
     name = "global_mean"
     Config = GlobalMeanConfig
@@ -474,6 +481,8 @@ class MetaLearner(ColdStartRater, IterativeModel):
     rates, or None), ``weight_net_`` (MELO's LSTM, or None), ``history_``, ``best_epoch_``,
     ``stop_reason_``, ``iterations_``, ``pretrained_``.
     """
+
+    meta_learned = True
 
     name = "maml_pp"
     Config = MetaConfig
