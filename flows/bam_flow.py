@@ -18,18 +18,20 @@ the interest balance, and its card shows the table and the interest-usage histog
 
 import os
 
-from metaflow import Config, FlowSpec, Parameter, card, current, project, resources, retry, step
+from metaflow import Config, Parameter, card, current, project, resources, retry, step
 
+from flow_base import CsvDatasetFlow
 from flow_support import checkpoint_root, checkpointed, main, prune_checkpoints
 
 
 @project(name="recsys_pipelines")
-class BamFlow(FlowSpec):
+class BamFlow(CsvDatasetFlow):
     """Split + baselines -> one task per (model, selection) (foreach) -> table, interest-usage card."""
+
+    _output_under = "bam/<dataset>/<run id>"
 
     cfg = Config("cfg", default_value={}, parser="yaml.safe_load",
                  help="YAML merged over params/bam_<dataset>.yaml (same layout)")
-    dataset = Parameter("dataset", default="amazon-digital-music", help="registered dataset name")
     model = Parameter("model", default="", help="comma list of mind, comirec, remi (default: the params file's models)")
     selection = Parameter("selection", default="",
                           help="comma list of hard, p (BaM_p), l (BaM_l) (default: the params file's selections)")
@@ -39,13 +41,6 @@ class BamFlow(FlowSpec):
     multi_loss = Parameter("multi-loss", default="auto",
                            help="true / false: add the multi-interest loss; auto: the params file's per-selection value")
     seed = Parameter("seed", type=int, default=None, help="training seed (default: the params file's, 2021)")
-    data_dir = Parameter("data-dir", default="", help="folder holding the dataset's files")
-    data_path = Parameter("data-path", default="", help="your interaction file, with --dataset csv")
-    columns = Parameter("columns", default="",
-                        help="your file's column names, e.g. user=uid,item=sku,rating=stars,timestamp=ts")
-    sep = Parameter("sep", default="", help="field separator of --data-path (default ','; 'tab' for tabs)")
-    output_dir = Parameter("output-dir", default="",
-                           help="where files go (default: $RECSYS_OUTPUT_DIR or ./outputs, under bam/<dataset>/<run id>)")
 
     @step
     def start(self):

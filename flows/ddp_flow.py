@@ -14,30 +14,30 @@ metrics. Needs ``pip install 'recsys-pipelines[distributed]'`` (metaflow-torchru
 import json
 import os
 
-from metaflow import Config, FlowSpec, Parameter, config_expr, current, project, resources, step, torchrun
+from metaflow import Config, Parameter, config_expr, current, project, resources, step, torchrun
 
+from flow_base import DatasetFlow, output_help
 from flow_support import main, torchrun_compat
 
 torchrun_compat()
 
 
 @project(name="recsys_pipelines")
-class DataParallelFlow(FlowSpec):
+class DataParallelFlow(DatasetFlow):
     """Split -> one @torchrun step over --nodes machines -> result."""
+
+    # --dataset, --data-dir, --output-dir: flow_base.DatasetFlow (no --data-path: ddp.prepare takes none)
+    _help = {"output_dir": output_help("ddp/<dataset>/<run id>")
+             + "; a shared volume when the nodes are separate machines"}
 
     cfg = Config("cfg", default_value={"nproc_per_node": 1, "gpu": 1}, parser="yaml.safe_load",
                  help="YAML with nproc_per_node (ranks per machine) and gpu (GPUs per machine); "
                       "params/ddp_default.yaml holds the defaults")
-    dataset = Parameter("dataset", default="amazon-digital-music", help="registered dataset name")
     protocol = Parameter("protocol", default="", help="evaluation protocol (default: the pretraining profile's)")
     model = Parameter("model", default="multvae", help="multvae, multdae or tall (TALL on a random_split: --protocol random_split)")
     nodes = Parameter("nodes", default=2, type=int, help="machines (num_parallel)")
     model_config = Parameter("model-config", default="{}", help="JSON of model settings, e.g. '{\"epochs\": 20}'")
-    data_dir = Parameter("data-dir", default="", help="folder holding the dataset's files")
     split_dir = Parameter("split-dir", default="", help="reuse a split a preprocess run saved")
-    output_dir = Parameter("output-dir", default="",
-                           help="where files go (default: $RECSYS_OUTPUT_DIR or ./outputs, under ddp/<dataset>/<run id>); "
-                                "a shared volume when the nodes are separate machines")
 
     @step
     def start(self):

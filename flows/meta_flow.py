@@ -15,18 +15,21 @@ copy lacks a third of its ratings.
 
 import os
 
-from metaflow import Config, FlowSpec, Parameter, card, current, project, resources, retry, step
+from metaflow import Config, Parameter, card, current, project, resources, retry, step
 
+from flow_base import CsvDatasetFlow
 from flow_support import checkpoint_root, checkpointed, main, prune_checkpoints
 
 
 @project(name="recsys_pipelines")
-class MetaFlow(FlowSpec):
+class MetaFlow(CsvDatasetFlow):
     """Split -> one task per (backbone, method, seed) (foreach) -> mean +- std table and per-rating plot."""
+
+    _output_under = "meta/<dataset>/<run id>"
+    _help = {"dataset": "registered dataset name, one with ratings (see README, 'Datasets')"}
 
     cfg = Config("cfg", default_value={}, parser="yaml.safe_load",
                  help="YAML merged over params/meta_<dataset>.yaml (same layout)")
-    dataset = Parameter("dataset", default="amazon-digital-music", help="registered dataset name (with ratings)")
     backbones = Parameter("backbones", default="",
                           help="comma list of gru4rec, narm, sasrec, bert4rec (default: the params file's)")
     methods = Parameter("methods", default="",
@@ -34,13 +37,6 @@ class MetaFlow(FlowSpec):
     seeds = Parameter("seeds", default="", help="comma list of training seeds (default: the params file's)")
     pretrained = Parameter("pretrained", default="",
                            help="a pretrain run's item_embeddings.npy to initialise the backbones' item embeddings")
-    data_dir = Parameter("data-dir", default="", help="folder holding the dataset's files")
-    data_path = Parameter("data-path", default="", help="your interaction file, with --dataset csv")
-    columns = Parameter("columns", default="",
-                        help="your file's column names, e.g. user=uid,item=sku,rating=stars,timestamp=ts")
-    sep = Parameter("sep", default="", help="field separator of --data-path (default ','; 'tab' for tabs)")
-    output_dir = Parameter("output-dir", default="",
-                           help="where files go (default: $RECSYS_OUTPUT_DIR or ./outputs, under meta/<dataset>/<run id>)")
 
     @step
     def start(self):

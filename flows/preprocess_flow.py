@@ -8,8 +8,9 @@ Every later flow starts from a Split like the one this flow writes. The end step
 
 import os
 
-from metaflow import Config, FlowSpec, Parameter, card, current, project, step
+from metaflow import Config, Parameter, card, current, project, step
 
+from flow_base import CsvDatasetFlow
 from flow_support import main
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -18,25 +19,17 @@ PARAMS = os.path.join(HERE, "..", "params", "preprocess.yaml")
 
 
 @project(name="recsys_pipelines")
-class PreprocessFlow(FlowSpec):
+class PreprocessFlow(CsvDatasetFlow):
     """Dataset -> binarise -> protocol -> Split on disk, with a statistics card."""
+
+    _help = {"output_dir": "the split's directory: new, empty, or an older split "
+                           "(default: <$RECSYS_OUTPUT_DIR or ./outputs>/splits/<dataset>/<protocol>/<run id>)"}
 
     cfg = Config("cfg", default=PARAMS, parser="yaml.safe_load",
                     help="preprocessing settings per dataset and protocol (params/preprocess.yaml)")
-    dataset = Parameter("dataset", default="amazon-digital-music",
-                        help="registered dataset name (see README, 'Datasets')")
     protocol = Parameter("protocol", default="random_split",
                          help="strong_generalization | random_split | leave_k_out_by_time | "
                               "leave_one_out | user_split")
-    data_path = Parameter("data-path", default="", help="your interaction file, with --dataset csv")
-    columns = Parameter("columns", default="",
-                        help="column names of --data-path: user=uid,item=iid,rating=stars,timestamp=ts")
-    sep = Parameter("sep", default="", help="field separator of --data-path (default ','; 'tab' for tabs)")
-    data_dir = Parameter("data-dir", default="",
-                         help="folder holding the dataset's files (default: $RECSYS_DATA_HOME, then the cache)")
-    output_dir = Parameter("output-dir", default="",
-                           help="the split's directory: new, empty, or an older split "
-                                "(default: <$RECSYS_OUTPUT_DIR or ./outputs>/splits/<dataset>/<protocol>/<run id>)")
 
     @step
     def start(self):

@@ -14,32 +14,26 @@ Training steps checkpoint each epoch under ``checkpoints/`` of the output root (
 
 import os
 
-from metaflow import Config, FlowSpec, Parameter, card, current, project, resources, retry, step
+from metaflow import Config, Parameter, card, current, project, resources, retry, step
 
+from flow_base import CsvDatasetFlow
 from flow_support import checkpoint_root, checkpointed, main, prune_checkpoints
 
 
 @project(name="recsys_pipelines")
-class PretrainFlow(FlowSpec):
+class PretrainFlow(CsvDatasetFlow):
     """Split -> one training task per model (foreach) -> comparison table and learning curves."""
+
+    _output_under = "pretrain/<dataset>/<protocol>/<run id>"
 
     cfg = Config("cfg", default_value={}, parser="yaml.safe_load",
                  help="YAML merged over params/pretrain_<dataset>.yaml (same layout)")
-    dataset = Parameter("dataset", default="amazon-digital-music", help="registered dataset name")
     protocol = Parameter("protocol", default="",
                          help="evaluation protocol (default: the params file's default_protocol)")
     models = Parameter("models", default="",
                        help="comma list of models (default: all configured for the protocol)")
-    data_path = Parameter("data-path", default="", help="your interaction file, with --dataset csv")
-    columns = Parameter("columns", default="",
-                        help="column names of --data-path: user=uid,item=iid,rating=stars,timestamp=ts")
-    sep = Parameter("sep", default="", help="field separator of --data-path (default ','; 'tab' for tabs)")
-    data_dir = Parameter("data-dir", default="", help="folder holding the dataset's files")
     split_dir = Parameter("split-dir", default="",
                           help="reuse a split a preprocess run saved (its folder; checksums are checked)")
-    output_dir = Parameter("output-dir", default="",
-                           help="where files go (default: $RECSYS_OUTPUT_DIR or ./outputs, "
-                                "under pretrain/<dataset>/<protocol>/<run id>)")
 
     @step
     def start(self):

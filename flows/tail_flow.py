@@ -17,32 +17,27 @@ Training steps checkpoint each epoch under ``checkpoints/`` of the output root (
 
 import os
 
-from metaflow import Config, FlowSpec, Parameter, card, current, project, resources, retry, schedule, step
+from metaflow import Config, Parameter, card, current, project, resources, retry, schedule, step
 
+from flow_base import CsvDatasetFlow
 from flow_support import checkpoint_root, checkpointed, main, prune_checkpoints
 
 
 @project(name="recsys_pipelines")
 @schedule(weekly=True)
-class TailFlow(FlowSpec):
+class TailFlow(CsvDatasetFlow):
     """Split -> one task per (method, seed) (foreach) -> mean +- std table and coverage / NDCG plot."""
+
+    _output_under = "tail/<dataset>/<run id>"
 
     cfg = Config("cfg", default_value={}, parser="yaml.safe_load",
                  help="YAML merged over params/tail_<dataset>.yaml (same layout)")
-    dataset = Parameter("dataset", default="amazon-digital-music", help="registered dataset name")
     methods = Parameter("methods", default="",
                         help="comma list of mostpop, ease_closed_form, ease, ipw, cvar, posit (default: all configured)")
     seeds = Parameter("seeds", default="", help="comma list of training seeds (default: the params file's seeds)")
     # `--params` is a reserved word in Metaflow, hence `--param-string`
     param_string = Parameter("param-string", default="",
                              help="a published POSIT parameter string; overrides the posit method's settings")
-    data_path = Parameter("data-path", default="", help="your interaction file, with --dataset csv")
-    columns = Parameter("columns", default="",
-                        help="column names of --data-path: user=uid,item=iid,rating=stars,timestamp=ts")
-    sep = Parameter("sep", default="", help="field separator of --data-path (default ','; 'tab' for tabs)")
-    data_dir = Parameter("data-dir", default="", help="folder holding the dataset's files")
-    output_dir = Parameter("output-dir", default="",
-                           help="where files go (default: $RECSYS_OUTPUT_DIR or ./outputs, under tail/<dataset>/<run id>)")
 
     @step
     def start(self):

@@ -18,30 +18,25 @@ Training steps checkpoint each epoch under ``checkpoints/`` of the output root (
 
 import os
 
-from metaflow import Config, FlowSpec, Parameter, card, current, project, resources, retry, schedule, step
+from metaflow import Config, Parameter, card, current, project, resources, retry, schedule, step
 
+from flow_base import CsvDatasetFlow
 from flow_support import checkpoint_root, checkpointed, main, prune_checkpoints
 
 
 @project(name="recsys_pipelines")
 @schedule(weekly=True)
-class TallFlow(FlowSpec):
+class TallFlow(CsvDatasetFlow):
     """split + mainstream groups -> VAE and WL -> foreach (method, shard) -> assemble, evaluate, card."""
+
+    _output_under = "tall/<dataset>/<run id>"
 
     cfg = Config("cfg", default_value={}, parser="yaml.safe_load",
                  help="YAML merged over params/tall_<dataset>.yaml (same layout)")
-    dataset = Parameter("dataset", default="amazon-digital-music", help="registered dataset name")
     methods = Parameter("methods", default="",
                         help="comma list of methods (default: all in the params file: vae,wl,loca,lft,enlft,tall,...)")
     shards = Parameter("shards", default=0, type=int,
                        help="tasks per sharded method (LOCA, LFT, EnLFT); 0: the params file's value")
-    data_path = Parameter("data-path", default="", help="your interaction file, with --dataset csv")
-    columns = Parameter("columns", default="",
-                        help="column names of --data-path: user=uid,item=iid,rating=stars,timestamp=ts")
-    sep = Parameter("sep", default="", help="field separator of --data-path (default ','; 'tab' for tabs)")
-    data_dir = Parameter("data-dir", default="", help="folder holding the dataset's files")
-    output_dir = Parameter("output-dir", default="",
-                           help="where files go (default: $RECSYS_OUTPUT_DIR or ./outputs, under tall/<dataset>/<run id>)")
 
     @step
     def start(self):
