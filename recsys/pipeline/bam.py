@@ -1,6 +1,6 @@
 """Multi-interest stage (BaM): MIND, ComiRec-SA and REMI x {hard, BaM_p, BaM_l} on one leave-one-out
 split, against most-popular (and any other sequence baseline configured). ``flows/bam_flow.py`` and
-``notebooks/bam.ipynb`` call these functions::
+``notebooks/bam.ipynb`` call these functions (the stage contract's methods, :class:`BamStage`)::
 
     settings = load_settings(dataset, override)
     specs = task_specs(settings, models, selections, tau=..., linear_size=..., multi_loss=..., seed=...)
@@ -30,8 +30,9 @@ from recsys.checks import unknown_key_error
 from recsys.errors import ConfigError
 from recsys.pipeline.catalog import BAM_BASELINES, BAM_MODELS, BAM_SELECTIONS
 from recsys.pipeline.report import write_task_result
-from recsys.pipeline.preprocess import default_output_root, figure_png
-from recsys.pipeline.settings import comma_list, load_stage_settings
+from recsys.pipeline.preprocess import figure_png
+from recsys.pipeline.settings import comma_list
+from recsys.pipeline.stage import Stage, Task
 
 MODELS = BAM_MODELS
 SELECTIONS = BAM_SELECTIONS
@@ -52,32 +53,6 @@ _KEYS = {"protocol", "threshold", "params", "dataset", "models", "selections", "
          "per_selection", "upstream", "baselines", "device", "balance_k"}
 _UPSTREAM = ("history_zero_upstream", "valid_resample", "accidental_hits_upstream", "positions_upstream")
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
-
-
-def load_settings(dataset: str, override: Mapping[str, Any] | None = None) -> dict:
-    """``params/bam_<dataset>.yaml`` deep-merged with `override`. Layout::
-
-        protocol: leave_one_out
-        threshold: null                  # every interaction is a positive
-        params: {k_core: 0}              # leave_one_out parameters
-        models: [mind, comirec, remi]    # run by default
-        selections: [hard, p, l]
-        seed: 2021
-        train: {seq_len: 200, n_interests: 4, hidden: 64, n_negatives: 1280, batch_size: 128, lr: 0.001,
-                steps_per_epoch: 1000, epochs: 1000, patience: 15, valid_users: 1000, tau: 1.0, linear_size: 16}
-        per_model: {mind: {seq_len: 100}, remi: {beta: 0.01, rr_lambda: 100.0}}
-        per_selection: {hard: {multi_loss: false}, p: {multi_loss: true}, l: {multi_loss: true}}
-        upstream: {history_zero_upstream: false, valid_resample: false, accidental_hits_upstream: false,
-                   positions_upstream: false}
-        baselines: {mostpop: {}}
-    """
-    settings = load_stage_settings(dataset, "BaM", "bam", PROTOCOL, "BaM's", _KEYS,
-                                   ("train", "per_model", "per_selection", "upstream", "baselines", "params", "dataset"),
-                                   override, required="models")
-    for key in settings.get("upstream") or {}:
-        if key not in _UPSTREAM:
-            raise unknown_key_error(key, _UPSTREAM, "upstream switch")
-    return settings
 
 
 def parse_bool(name: str, value: Any) -> bool | None:
@@ -138,19 +113,6 @@ def task_specs(settings: Mapping[str, Any], models: Any = None, selections: Any 
                 raise ConfigError(f"BaM task {key!r}: {exc}") from None
             out[key] = {"model": model, "selection": selection, "config": config}
     return out
-
-
-def prepare(dataset: str, settings: Mapping[str, Any], *, data_dir=None, output_dir=None):
-    """Make and save the leave-one-out split (reuses the preprocessing code)."""
-    from recsys.pipeline.preprocess import prepare_split
-
-    return prepare_split(dataset, PROTOCOL, data_dir=data_dir, threshold=settings.get("threshold"),
-                         dataset_options=settings.get("dataset") or {}, protocol_params=settings.get("params") or {},
-                         output_dir=output_dir)
-
-
-def default_run_dir(dataset: str, run_id: str) -> Path:
-    return default_output_root() / "bam" / dataset / str(run_id)
 
 
 def _protocol(split) -> dict:
@@ -260,13 +222,6 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     return headers, cells
 
 
-def format_table(rows: list[dict]) -> str:
-    """The table aligned for a terminal."""
-    from recsys.pipeline.report import text_table
-
-    return text_table(*table(rows))
-
-
 def usage_plot_png(results: Mapping[str, Mapping[str, Any]]) -> bytes:
     """Interest-usage histograms, one column per selection: top, the share of test targets each
     interest is selected for; bottom, the share of top-k hits each interest produces; one bar
@@ -302,20 +257,75 @@ def usage_plot_png(results: Mapping[str, Mapping[str, Any]]) -> bytes:
     return figure_png(fig)
 
 
-def run_all(dataset: str, settings: Mapping[str, Any], *, models=None, selections=None, tau=None, linear_size=None,
-            multi_loss=None, seed=None, data_dir=None, output_dir, progress=print) -> dict:
-    """The whole stage in one process (the notebook's path; the flow runs the same calls as steps)."""
-    out = Path(output_dir)
-    specs = task_specs(settings, models, selections, tau=tau, linear_size=linear_size, multi_loss=multi_loss, seed=seed)
-    prepared = prepare(dataset, settings, data_dir=data_dir, output_dir=out / "split")
-    baselines = run_baselines(prepared.path, settings)
-    results = {}
-    for key, spec in specs.items():
-        start = time.perf_counter()
-        r = run_task(prepared.path, key, spec, out / key.replace("/", "_"),
-                     balance_k=int(settings.get("balance_k", 20)))
-        results[key] = r
-        progress(f"{key}: Recall@20 {r['test']['recall@20']:.4f}, NDCG@20 {r['test']['ndcg@20']:.4f}, "
-                 f"H(selected) {r['balance']['entropy_selected']:.3f} ({time.perf_counter() - start:.1f} s)")
-    return {"split": str(prepared.path), "stats": prepared.stats, "specs": specs, "baselines": baselines,
-            "results": results, "rows": table_rows(results, baselines)}
+class BamStage(Stage):
+    """Every (model, selection) on one leave-one-out split, beside the baselines; one training seed
+    (the settings' ``seed``), as the BaM paper runs it. Settings layout::
+
+        protocol: leave_one_out
+        threshold: null                  # every interaction is a positive
+        params: {k_core: 0}              # leave_one_out parameters
+        models: [mind, comirec, remi]    # run by default
+        selections: [hard, p, l]
+        seed: 2021
+        train: {seq_len: 200, n_interests: 4, hidden: 64, n_negatives: 1280, batch_size: 128, lr: 0.001,
+                steps_per_epoch: 1000, epochs: 1000, patience: 15, valid_users: 1000, tau: 1.0, linear_size: 16}
+        per_model: {mind: {seq_len: 100}, remi: {beta: 0.01, rr_lambda: 100.0}}
+        per_selection: {hard: {multi_loss: false}, p: {multi_loss: true}, l: {multi_loss: true}}
+        upstream: {history_zero_upstream: false, valid_resample: false, accidental_hits_upstream: false,
+                   positions_upstream: false}
+        baselines: {mostpop: {}}
+    """
+
+    name, label = "bam", "BaM"
+    protocol, whose = PROTOCOL, "BaM's"
+    keys = frozenset(_KEYS)
+    mappings = ("train", "per_model", "per_selection", "upstream", "baselines", "params", "dataset")
+    required = "models"
+
+    def check_settings(self, settings: dict) -> dict:
+        for key in settings.get("upstream") or {}:
+            if key not in _UPSTREAM:
+                raise unknown_key_error(key, _UPSTREAM, "upstream switch")
+        return settings
+
+    def plan(self, settings: Mapping[str, Any], *, models=None, selections=None, tau=None, linear_size=None,
+             multi_loss=None, seed=None) -> list[Task]:
+        specs = task_specs(settings, models, selections, tau=tau, linear_size=linear_size, multi_loss=multi_loss,
+                           seed=seed)
+        return [Task(key, None, spec) for key, spec in specs.items()]
+
+    def run_task(self, split_path, task: Task, out_dir, **options: Any) -> dict:
+        return run_task(split_path, task.key, task.spec, out_dir, **options)
+
+    def task_options(self, settings: Mapping[str, Any]) -> dict:
+        return {"balance_k": int(settings.get("balance_k", 20))}
+
+    def summary(self, result: Mapping[str, Any]) -> str:
+        return (f"Recall@20 {result['test']['recall@20']:.4f}, NDCG@20 {result['test']['ndcg@20']:.4f}, "
+                f"H(selected) {result['balance']['entropy_selected']:.3f}")
+
+    def aggregate(self, results):
+        return table_rows(results)
+
+    def table(self, rows):
+        return table(rows)
+
+    def plot_png(self, rows, **context):
+        return usage_plot_png(context["results"]) if context.get("results") else None
+
+    def run_all(self, dataset: str, settings: Mapping[str, Any], *, data_dir=None, output_dir, progress=print,
+                **choices: Any) -> dict:
+        """The notebook's path: the same calls the flow runs as steps (baselines first)."""
+        out = Path(output_dir)
+        tasks = self.plan(settings, **choices)
+        prepared = self.prepare(dataset, settings, data_dir=data_dir, output_dir=out / "split")
+        baselines = run_baselines(prepared.path, settings)
+        results = self.run_tasks(prepared.path, tasks, out, settings, progress=progress)
+        return {"split": str(prepared.path), "stats": prepared.stats, "specs": {t.key: dict(t.spec) for t in tasks},
+                "baselines": baselines, "results": results, "rows": table_rows(results, baselines)}
+
+
+STAGE = BamStage()
+# the stage's methods under the names the flow, the notebook and the benchmarks call
+load_settings, prepare, default_run_dir, format_table, run_all = (
+    STAGE.load_settings, STAGE.prepare, STAGE.default_run_dir, STAGE.format_table, STAGE.run_all)

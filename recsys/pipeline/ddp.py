@@ -21,25 +21,11 @@ from typing import Any, Mapping
 
 from recsys.errors import ConfigError
 from recsys.io import write_json
+from recsys.pipeline.ddp_fit import check_model, data_parallel_models  # noqa: F401  (the flow's check)
+from recsys.pipeline.stage import Stage, Task
 
 ENTRYPOINT = "recsys.pipeline.ddp_fit"
 TORCHRUN_ARGS = {"module": ""}  # run ENTRYPOINT as a module (torchrun --module)
-
-
-def data_parallel_models() -> list[str]:
-    """The registered models whose class trains data-parallel (``Model.data_parallel``)."""
-    from recsys.models.registry import registered_models
-
-    return [name for name, klass in registered_models().items() if klass.data_parallel]
-
-
-def check_model(model: str) -> None:
-    """ConfigError unless `model` is a registered model that trains data-parallel."""
-    from recsys.models.registry import get_model
-
-    if not get_model(model).data_parallel:
-        raise ConfigError(f"--model {model!r}: data-parallel training is implemented for "
-                          f"{', '.join(data_parallel_models())}")
 
 
 def check_request(model: str, nodes: int, config: Mapping[str, Any]) -> None:
@@ -79,3 +65,45 @@ def read_result(out_dir) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: rank 0 wrote no result; see the train step's log")
     return json.loads(path.read_text())
+
+
+
+class DataParallelStage(Stage):
+    """One data-parallel fit of a registered model whose class says ``data_parallel``, on the
+    pretraining profile's split of a protocol (or a saved one): one task, run by every rank of
+    ``torchrun`` (:mod:`recsys.pipeline.ddp_fit`); ``flows/ddp_flow.py`` launches them."""
+
+    name = label = "ddp"
+    protocol = None  # the pretraining profile's, or the saved split's
+
+    def load_settings(self, dataset: str, override: Mapping[str, Any] | None = None) -> dict:
+        from recsys.pipeline import pretrain as pt
+
+        return pt.load_settings(dataset, override)
+
+    def prepare(self, dataset: str, settings: Mapping[str, Any], *, data_dir=None, output_dir=None):
+        return prepare(dataset, settings.get("protocol", ""), output_dir=output_dir, data_dir=data_dir,
+                       split_dir=settings.get("split_dir", ""))
+
+    def plan(self, settings: Mapping[str, Any], *, model: str, nodes: int = 1, config=None, **_: Any) -> list[Task]:
+        check_request(model, nodes, dict(config or {}))
+        return [Task(model, None, {"model": model, "config": dict(config or {}), "nodes": nodes})]
+
+    def run_task(self, split_path, task: Task, out_dir, **options: Any) -> dict:
+        """One rank's fit in this process (world size 1 unless torchrun set the group up)."""
+        from recsys.pipeline.ddp_fit import main
+
+        args = entrypoint_args(split_path, task.spec["model"], task.spec["config"], out_dir)
+        main([f"--{k}={v}" for k, v in args.items()])
+        return read_result(out_dir)
+
+    def aggregate(self, results):
+        return [{"model": k, "world_size": r["world_size"], "best_epoch": r["best_epoch"]} for k, r in results.items()]
+
+    def table(self, rows):
+        from recsys.pipeline.report import dict_rows_table
+
+        return dict_rows_table(rows)
+
+
+STAGE = DataParallelStage()

@@ -20,13 +20,30 @@ import json
 import os
 from pathlib import Path
 
+from recsys.errors import ConfigError
+
+def data_parallel_models() -> list[str]:
+    """The registered models whose class trains data-parallel (``Model.data_parallel``)."""
+    from recsys.models.registry import registered_models
+
+    return [name for name, klass in registered_models().items() if klass.data_parallel]
+
+
+def check_model(model: str) -> None:
+    """ConfigError unless `model` is a registered model that trains data-parallel."""
+    from recsys.models.registry import get_model
+
+    if not get_model(model).data_parallel:
+        raise ConfigError(f"--model {model!r}: data-parallel training is implemented for "
+                          f"{', '.join(data_parallel_models())}")
+
+
 def main(argv: list[str] | None = None) -> dict | None:
     import torch
     import torch.distributed as dist
 
     from recsys.io import write_json
     from recsys.models.registry import build
-    from recsys.pipeline.ddp import check_model
     from recsys.protocols import Split
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -1,6 +1,6 @@
 """Local / mixture-of-experts stage: VAE, WL, LOCA, LFT, EnLFT and TALL on one random split,
 evaluated overall and per mainstream group. The flow (``flows/tall_flow.py``) and the notebook
-(``notebooks/tall.ipynb``) call these functions:
+(``notebooks/tall.ipynb``) call these functions (the stage contract's methods, :class:`LocalStage`):
 
     settings = load_settings(dataset, override)
     prepared = prepare(dataset, settings, output_dir=...)              # split + mainstream groups
@@ -24,8 +24,9 @@ import numpy as np
 
 from recsys.errors import ConfigError
 from recsys.io import atomic_path, save_npy, sha256_file
-from recsys.pipeline.settings import comma_list, load_stage_settings
-from recsys.pipeline.preprocess import default_output_root, figure_png
+from recsys.pipeline.settings import comma_list
+from recsys.pipeline.preprocess import figure_png
+from recsys.pipeline.stage import Stage
 from recsys.pipeline.catalog import LOCAL_BASE_METHODS, LOCAL_METHODS, LOCAL_STAGE
 from recsys.pipeline.checkpoints import task_checkpoints
 
@@ -35,26 +36,6 @@ REPORT_KS = (1, 5, 10, 20)
 REPORT_METRICS = ("precision", "recall", "ndcg")
 GROUP_METRIC = "ndcg@20"
 _KEYS = {"protocol", "threshold", "dataset", "params", "shards", "device", "methods"}
-
-
-def load_settings(dataset: str, override: Mapping[str, Any] | None = None) -> dict:
-    """``params/tall_<dataset>.yaml`` deep-merged with `override`. Layout::
-
-        protocol: random_split
-        threshold: null
-        params: {fractions: [0.7, 0.1, 0.2], k_core: 10, seed: 0}
-        shards: 2                     # LOCA / LFT / EnLFT work split into this many tasks
-        methods:
-          vae:  {exponent: 0, ...}    # WL with exponent 0
-          wl:   {exponent: 1.5, ...}
-          loca: {n_local: 100, ...}
-          lft:  {...}
-          enlft: {n_anchors: 100, ...}
-          tall: {n_experts: 100, ...}
-          tall_train_slice: {model: tall, gate_source: train_slice}   # extra variants name their model
-    """
-    return load_stage_settings(dataset, "local", LOCAL_STAGE, "random_split", "LFT / TALL's", _KEYS, ("methods",),
-                               override)
 
 
 def select_methods(settings: Mapping[str, Any], methods: str | None) -> dict:
@@ -94,23 +75,6 @@ def select_methods(settings: Mapping[str, Any], methods: str | None) -> dict:
     if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
         raise ConfigError(f"shards must be an integer >= 1, got {shards!r}")
     return out
-
-
-def prepare(dataset: str, settings: Mapping[str, Any], *, data_dir=None, output_dir=None):
-    """Make and save the random split, and the users' mainstream scores and groups next to it."""
-    from recsys.metrics.groups import mainstream_groups, mainstream_scores
-    from recsys.pipeline.preprocess import prepare_split
-
-    prepared = prepare_split(dataset, "random_split", data_dir=data_dir, threshold=settings.get("threshold"),
-                             dataset_options=settings.get("dataset") or {},
-                             protocol_params=settings.get("params") or {}, output_dir=output_dir)
-    ms = mainstream_scores(prepared.split["train"])
-    groups = mainstream_groups(ms)
-    folder = _mainstream_dir(prepared.path)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_npy(folder / "mainstream_scores.npy", ms)
-    save_npy(folder / "mainstream_groups.npy", groups)
-    return prepared
 
 
 def _mainstream_dir(split_path) -> Path:
@@ -383,13 +347,6 @@ def group_table(results: Mapping[str, Mapping[str, Any]]) -> list[dict]:
     return rows
 
 
-def format_table(rows: list[dict]) -> str:
-    """The group table aligned for a terminal."""
-    from recsys.pipeline.report import dict_rows_table, text_table
-
-    return text_table(*dict_rows_table(rows))
-
-
 def group_plot_png(results: Mapping[str, Mapping[str, Any]]) -> bytes:
     """Bar plot: NDCG@20 per mainstream group (x) per method (bars)."""
     import matplotlib
@@ -413,21 +370,72 @@ def group_plot_png(results: Mapping[str, Mapping[str, Any]]) -> bytes:
     return figure_png(fig)
 
 
-def run_all(dataset: str, settings: Mapping[str, Any], *, data_dir=None, output_dir) -> dict:
-    """The whole stage in one process (the notebook's path; the flow runs the same calls as steps)."""
-    out = Path(output_dir)
-    prepared = prepare(dataset, settings, data_dir=data_dir, output_dir=out / "split")
-    base = train_base(prepared.path, settings, out / "models")
-    results = dict(base["results"])
-    tasks = plan(settings, prepared.split["train"].shape[0])
-    outputs: dict[str, list] = {}
-    for task in tasks:
-        outputs.setdefault(task["method"], []).append(run_task(prepared.path, base, task, settings, out / "shards"))
-    for name, outs in outputs.items():
-        results[name] = assemble(prepared.path, base, name, outs, settings, out / "models")
-    order = [m for m in settings["methods"] if m in results]
-    return {"stats": prepared.stats, "results": {m: results[m] for m in order}, "split_path": str(prepared.path)}
+class LocalStage(Stage):
+    """VAE, WL, LOCA, LFT, EnLFT and TALL on one random split, NDCG@20 per mainstream group. Its
+    work is not method x seed but a base step (VAE and WL, the shared preparation of the sharded
+    methods), then (method, shard) tasks (:func:`plan`), then each method assembled from its shards
+    (:func:`assemble`); ``run_all`` runs those in one process. Settings layout::
+
+        protocol: random_split
+        threshold: null
+        params: {fractions: [0.7, 0.1, 0.2], k_core: 10, seed: 0}
+        shards: 2                     # LOCA / LFT / EnLFT work split into this many tasks
+        methods:
+          vae:  {exponent: 0, ...}    # WL with exponent 0
+          wl:   {exponent: 1.5, ...}
+          loca: {n_local: 100, ...}
+          lft:  {...}
+          enlft: {n_anchors: 100, ...}
+          tall: {n_experts: 100, ...}
+          tall_train_slice: {model: tall, gate_source: train_slice}   # extra variants name their model
+    """
+
+    name, label = LOCAL_STAGE, "local"
+    protocol, whose = "random_split", "LFT / TALL's"
+    keys = frozenset(_KEYS)
+
+    def prepare(self, dataset: str, settings: Mapping[str, Any], *, data_dir=None, output_dir=None):
+        """Make and save the random split, and the users' mainstream scores and groups next to it."""
+        from recsys.metrics.groups import mainstream_groups, mainstream_scores
+
+        prepared = super().prepare(dataset, settings, data_dir=data_dir, output_dir=output_dir)
+        ms = mainstream_scores(prepared.split["train"])
+        groups = mainstream_groups(ms)
+        folder = _mainstream_dir(prepared.path)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_npy(folder / "mainstream_scores.npy", ms)
+        save_npy(folder / "mainstream_groups.npy", groups)
+        return prepared
+
+    def aggregate(self, results):
+        return group_table(results)
+
+    def table(self, rows):
+        from recsys.pipeline.report import dict_rows_table
+
+        return dict_rows_table(rows)
+
+    def plot_png(self, rows, **context):
+        return group_plot_png(context["results"]) if context.get("results") else None
+
+    def run_all(self, dataset: str, settings: Mapping[str, Any], *, data_dir=None, output_dir,
+                progress=print, **choices: Any) -> dict:
+        """The whole stage in one process (the notebook's path; the flow runs the same calls as steps)."""
+        out = Path(output_dir)
+        prepared = self.prepare(dataset, settings, data_dir=data_dir, output_dir=out / "split")
+        base = train_base(prepared.path, settings, out / "models")
+        results = dict(base["results"])
+        tasks = plan(settings, prepared.split["train"].shape[0])
+        outputs: dict[str, list] = {}
+        for task in tasks:
+            outputs.setdefault(task["method"], []).append(run_task(prepared.path, base, task, settings, out / "shards"))
+        for name, outs in outputs.items():
+            results[name] = assemble(prepared.path, base, name, outs, settings, out / "models")
+        order = [m for m in settings["methods"] if m in results]
+        return {"stats": prepared.stats, "results": {m: results[m] for m in order}, "split_path": str(prepared.path)}
 
 
-def default_run_dir(dataset: str, run_id: str) -> Path:
-    return default_output_root() / LOCAL_STAGE / dataset / str(run_id)
+STAGE = LocalStage()
+# the stage's methods under the names the flow, the notebook and the benchmarks call
+load_settings, prepare, default_run_dir, format_table, run_all = (
+    STAGE.load_settings, STAGE.prepare, STAGE.default_run_dir, STAGE.format_table, STAGE.run_all)

@@ -1,6 +1,6 @@
 """Meta-learning stage (MELO): cold-start rating prediction on held-out users, every
 (backbone, method, seed) on one user_split. ``flows/meta_flow.py`` and ``notebooks/meta.ipynb``
-call these functions::
+call these functions (the stage contract's methods, :class:`MetaStage`)::
 
     settings = load_settings(dataset, override)
     specs = run_specs(settings, backbones, methods, pretrained)   # every config checked before training
@@ -32,7 +32,8 @@ from recsys.pipeline.catalog import META_BACKBONES, META_METHODS
 from recsys.pipeline.report import write_task_result
 from recsys.pipeline.checkpoints import task_checkpoints
 from recsys.pipeline.preprocess import default_output_root, figure_png
-from recsys.pipeline.settings import comma_list, load_stage_settings
+from recsys.pipeline.settings import comma_list
+from recsys.pipeline.stage import Stage, Task, parse_seeds
 
 METHODS = tuple(META_METHODS)
 BACKBONES = META_BACKBONES
@@ -55,33 +56,6 @@ DEFINITIONS = {
 # ---- settings --------------------------------------------------------------------------------
 
 
-def load_settings(dataset: str, override: Mapping[str, Any] | None = None) -> dict:
-    """``params/meta_<dataset>.yaml`` deep-merged with `override`. Layout::
-
-        protocol: user_split
-        dataset: {}                       # loader options (csv: path, columns, ...)
-        dedupe: true                      # one row per (user, item), the latest (Amazon repeats reviews)
-        params: {n_test_users: 1000, valid_fraction: 0.15, min_item: 10, min_user: 5, seed: 0}
-        tasks: {max_len: 30, n_support: 25, n_query: 3, min_sub_window: 2}
-        evaluation: {valid_tasks: 500, eval_batch: 128}    # task_seed too (default: the split seed)
-        seeds: [0, 1, 2]
-        backbones: {gru4rec: {}, narm: {}, sasrec: {}, bert4rec: {}}   # over MELO's sizes
-        meta: {epochs: 60, block: 50, patience: 10, meta_batch: 16, inner_steps: 3}  # maml / maml_pp / melo
-        methods:
-          global_mean: {}
-          basic: {epochs: 30, patience: 5, backbone: {batch_size: 128}}
-          maml: {}
-          maml_pp: {}
-          melo: {}
-        pretrained: null                  # a pretrain run's item_embeddings.npy
-    """
-    settings = load_stage_settings(dataset, "meta", "meta", "user_split", "MELO's", _KEYS, _MAPPINGS, override)
-    unknown = [m for m in settings["methods"] if m not in METHODS]
-    if unknown:
-        raise unknown_key_error(unknown[0], METHODS, "meta method")
-    return settings
-
-
 def parse_names(value: Any, allowed: tuple[str, ...], what: str, default: list[str]) -> list[str]:
     """Names from 'a,b', a list or None (`default`), each one of `allowed`."""
     names = comma_list(value) if isinstance(value, str) else list(value or [])
@@ -92,12 +66,6 @@ def parse_names(value: Any, allowed: tuple[str, ...], what: str, default: list[s
     if not names:
         raise ConfigError(f"no {what}s to run (allowed: {', '.join(allowed)})")
     return list(dict.fromkeys(names))
-
-
-def parse_seeds(value: Any) -> list[int]:
-    from recsys.pipeline.tail import parse_seeds as _parse
-
-    return _parse(value)
 
 
 def _section(settings: Mapping[str, Any], key: str) -> dict:
@@ -208,10 +176,6 @@ def prepare(dataset: str, settings: Mapping[str, Any], *, data_dir=None, output_
     stats.update(dataset=dataset, protocol=split.protocol, seed=split.seed, n_rows_loaded=int(rows_loaded),
                  dedupe=bool(settings.get("dedupe")), ratings=rating_stats(split))
     return PreparedMeta(split=split, path=Path(path), sha256=sha256_dir(path), stats=stats)
-
-
-def default_run_dir(dataset: str, run_id: str) -> Path:
-    return default_output_root() / "meta" / dataset / str(run_id)
 
 
 # ---- one run -----------------------------------------------------------------------------------
@@ -333,13 +297,6 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     return headers, cells
 
 
-def format_table(rows: list[dict]) -> str:
-    """The table aligned for a terminal."""
-    from recsys.pipeline.report import text_table
-
-    return text_table(*table(rows))
-
-
 def rating_table(stats: Mapping[str, Any]) -> str:
     """The split's rating distribution and balance as one markdown line."""
     r = stats["ratings"]
@@ -389,24 +346,65 @@ def per_rating_plot_png(rows: list[dict], stats: Mapping[str, Any] | None = None
 # ---- the whole stage in one process --------------------------------------------------------------------
 
 
-def run_all(dataset: str, settings: Mapping[str, Any], *, backbones=None, methods=None, seeds=None, pretrained=None,
-            data_dir=None, output_dir, progress=print) -> dict:
-    """The notebook's path: the same calls the flow runs as steps."""
-    out = Path(output_dir)
-    specs = run_specs(settings, backbones, methods, pretrained)
-    seeds = parse_seeds(seeds if seeds is not None else settings.get("seeds", [0]))
-    prepared = prepare(dataset, settings, data_dir=data_dir, output_dir=out / "split")
-    results = {}
-    for key, seed in run_list(specs, seeds):
-        start = time.perf_counter()
-        r = run_one(prepared.path, key, specs[key], seed, out / key.replace("/", "_") / f"seed{seed}")
-        results[(key, seed)] = r
-        progress(f"{key} seed {seed}: test RMSE {r['test']['rmse']:.4f}, MAE {r['test']['mae']:.4f} "
-                 f"({time.perf_counter() - start:.1f} s)")
-    return {"split": str(prepared.path), "stats": prepared.stats, "specs": specs, "results": results,
-            "rows": aggregate(results)}
-
-
 def results_by_name(results: Mapping[tuple[str, int], Any]) -> dict[str, Any]:
     """``{"<key>/seed<s>": result}`` (JSON keys)."""
     return {f"{key}/seed{seed}": r for (key, seed), r in results.items()}
+
+
+class MetaStage(Stage):
+    """Every (backbone, method) x seed on one user_split (MELO's protocol). Settings layout::
+
+        protocol: user_split
+        dataset: {}                       # loader options (csv: path, columns, ...)
+        dedupe: true                      # one row per (user, item), the latest (Amazon repeats reviews)
+        params: {n_test_users: 1000, valid_fraction: 0.15, min_item: 10, min_user: 5, seed: 0}
+        tasks: {max_len: 30, n_support: 25, n_query: 3, min_sub_window: 2}
+        evaluation: {valid_tasks: 500, eval_batch: 128}    # task_seed too (default: the split seed)
+        seeds: [0, 1, 2]
+        backbones: {gru4rec: {}, narm: {}, sasrec: {}, bert4rec: {}}   # over MELO's sizes
+        meta: {epochs: 60, block: 50, patience: 10, meta_batch: 16, inner_steps: 3}  # maml / maml_pp / melo
+        methods: {global_mean: {}, basic: {epochs: 30, patience: 5, backbone: {batch_size: 128}}, maml: {},
+                  maml_pp: {}, melo: {}}
+        pretrained: null                  # a pretrain run's item_embeddings.npy
+    """
+
+    name = label = "meta"
+    protocol, whose = "user_split", "MELO's"
+    keys = frozenset(_KEYS)
+    mappings = _MAPPINGS
+
+    def check_settings(self, settings: dict) -> dict:
+        unknown = [m for m in settings["methods"] if m not in METHODS]
+        if unknown:
+            raise unknown_key_error(unknown[0], METHODS, "meta method")
+        return settings
+
+    def prepare(self, dataset: str, settings: Mapping[str, Any], *, data_dir=None, output_dir=None) -> "PreparedMeta":
+        return prepare(dataset, settings, data_dir=data_dir, output_dir=output_dir)
+
+    def plan(self, settings: Mapping[str, Any], *, backbones=None, methods=None, seeds=None,
+             pretrained=None) -> list[Task]:
+        specs = run_specs(settings, backbones, methods, pretrained)
+        seeds = parse_seeds(seeds if seeds is not None else settings.get("seeds", [0]))
+        return [Task(key, seed, specs[key]) for key, seed in run_list(specs, seeds)]
+
+    def run_task(self, split_path, task: Task, out_dir, **options: Any) -> dict:
+        return run_one(split_path, task.key, task.spec, task.seed, out_dir, **options)
+
+    def summary(self, result: Mapping[str, Any]) -> str:
+        return f"test RMSE {result['test']['rmse']:.4f}, MAE {result['test']['mae']:.4f}"
+
+    def aggregate(self, results):
+        return aggregate(results)
+
+    def table(self, rows):
+        return table(rows)
+
+    def plot_png(self, rows, **context):
+        return per_rating_plot_png(rows, context.get("stats"))
+
+
+STAGE = MetaStage()
+# the stage's methods under the names the flow, the notebook and the benchmarks call
+load_settings, default_run_dir, format_table, run_all = (STAGE.load_settings, STAGE.default_run_dir,
+                                                         STAGE.format_table, STAGE.run_all)

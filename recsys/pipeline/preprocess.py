@@ -14,13 +14,19 @@ import scipy.sparse as sp
 
 from recsys.errors import ConfigError
 from recsys.io import sha256_dir
+from recsys.pipeline.settings import default_output_root  # noqa: F401  (where the flows import it from)
+from recsys.pipeline.stage import Stage
+# making and loading saved splits: recsys.pipeline.splits (every stage's split); named here too
+from recsys.pipeline.splits import (  # noqa: F401
+    PreparedSplit,
+    adapt_to_data,
+    check_request,
+    load_saved_split,
+    prepare_split,
+    split_stats,
+)
 
 _SETTING_KEYS = {"threshold", "dataset", "protocol", "protocols"}
-
-
-def default_output_root() -> Path:
-    """Where stages write files: ``$RECSYS_OUTPUT_DIR`` or ``./outputs``."""
-    return Path(os.environ.get("RECSYS_OUTPUT_DIR") or "outputs")
 
 
 def resolve_settings(params: Mapping[str, Any] | None, dataset: str, protocol: str) -> dict:
@@ -56,105 +62,6 @@ def resolve_settings(params: Mapping[str, Any] | None, dataset: str, protocol: s
         out["dataset"].update(copy.deepcopy(layer.get("dataset") or {}))
         out["protocol"].update(copy.deepcopy(layer.get("protocol") or {}))
     return out
-
-
-def check_request(dataset: str, protocol: str) -> None:
-    """Fail fast, before any data is read, on an unknown dataset or protocol name."""
-    from recsys.data import get_info
-    from recsys.protocols import PROTOCOLS
-
-    get_info(dataset)  # raises ConfigError with the valid names
-    if protocol not in PROTOCOLS:
-        import difflib
-
-        close = difflib.get_close_matches(protocol, list(PROTOCOLS), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(
-            f"unknown protocol '{protocol}'.{hint} Valid protocols: {', '.join(sorted(PROTOCOLS))}"
-        )
-
-
-@dataclass
-class PreparedSplit:
-    split: Any  # recsys.protocols.Split
-    path: Path
-    sha256: str
-    stats: dict
-
-
-def prepare_split(
-    dataset: str,
-    protocol: str,
-    *,
-    data_dir: str | os.PathLike | None = None,
-    threshold: float | None = None,
-    dataset_options: Mapping[str, Any] | None = None,
-    protocol_params: Mapping[str, Any] | None = None,
-    output_dir: str | os.PathLike | None = None,
-) -> PreparedSplit:
-    """Load ``dataset``, binarise at ``threshold``, apply ``protocol`` and save the Split.
-
-    The split is written atomically to ``output_dir`` (default
-    ``<output root>/splits/<dataset>/<protocol>``); nothing is written if any step fails.
-    """
-    from recsys.data import load_dataset
-    from recsys.data.preprocess import binarize
-    from recsys.protocols import make_split
-
-    check_request(dataset, protocol)
-    ds = load_dataset(dataset, data_dir=data_dir or None, **dict(dataset_options or {}))
-    df = binarize(ds.df, threshold, unknown_max=ds.unknown_rating_max)
-    split = make_split(protocol, df, **adapt_to_data(protocol_params or {}, df))
-    out = Path(output_dir) if output_dir else default_output_root() / "splits" / dataset / protocol
-    path = split.save(out)
-    stats = split_stats(split, dataset=dataset, threshold=threshold, n_rows_loaded=len(ds.df))
-    return PreparedSplit(split=split, path=Path(path), sha256=sha256_dir(path), stats=stats)
-
-
-def load_saved_split(path: str | os.PathLike, protocol: str | None, dataset: str) -> PreparedSplit:
-    """A split saved earlier (the preprocess flow's ``split`` folder) instead of a new one: every
-    file's sha256 is checked (:meth:`recsys.protocols.Split.load`) and its protocol must be the
-    stage's `protocol` (None: any protocol; the split's own is used)."""
-    from recsys.errors import DataError
-    from recsys.protocols import Split
-
-    path = Path(path)
-    if not path.is_dir():
-        raise DataError(f"--split-dir {path}: not a folder; pass the folder a preprocess run saved "
-                        f"(it holds split.json), e.g. outputs/splits/<dataset>/<protocol>/<run id>")
-    split = Split.load(path)
-    if protocol is not None and split.protocol != protocol:
-        raise DataError(f"--split-dir {path}: a {split.protocol} split, this run evaluates on {protocol}; "
-                        f"pass --protocol {split.protocol} or a {protocol} split")
-    stats = split_stats(split, dataset=dataset, threshold=split.meta.get("threshold"),
-                        n_rows_loaded=int(split.stats.get("n_interactions", 0)))
-    return PreparedSplit(split=split, path=path, sha256=sha256_dir(path), stats=stats)
-
-
-def adapt_to_data(params: Mapping[str, Any], df) -> dict:
-    """Protocol parameters with ``auto`` sizes resolved from the data (the default profiles use them
-    for a user's file of any size): ``n_heldout_users: auto`` -> min(1000, users // 10) and
-    ``n_test_users: auto`` (user_split) -> min(500, users // 5), each at least 1."""
-    out = dict(params)
-    for key, cap, share in (("n_heldout_users", 1000, 10), ("n_test_users", 500, 5)):
-        if out.get(key) == "auto":
-            n_users = int(df["user"].nunique())
-            out[key] = max(1, min(cap, n_users // share))
-            print(f"{key}: auto -> {out[key]} ({n_users:,} users)")
-    return out
-
-
-def split_stats(split, *, dataset: str, threshold: float | None, n_rows_loaded: int) -> dict:
-    """The statistics a flow exposes: the protocol's own counts plus what was asked for."""
-    stats = dict(split.stats)
-    stats.update(
-        dataset=dataset,
-        protocol=split.protocol,
-        seed=split.seed,
-        threshold=threshold,
-        n_rows_loaded=int(n_rows_loaded),
-    )
-    return stats
 
 
 def interaction_matrix(split) -> sp.csr_matrix:
@@ -230,3 +137,47 @@ def _fmt(v) -> str:
     if isinstance(v, (float, np.floating)):
         return f"{float(v):.6g}"
     return str(v)
+
+
+
+class PreprocessStage(Stage):
+    """Dataset -> binarise -> protocol -> saved split, with its statistics: the stage every other
+    stage's split is made by. It trains nothing (no plan, no tasks); its report is the statistics
+    table and the degree plot. Settings: ``params/preprocess.yaml`` (:func:`resolve_settings`)."""
+
+    name, label = "splits", "preprocess"
+    protocol = None  # any: the flow's --protocol
+
+    def load_settings(self, dataset: str, override: Mapping[str, Any] | None = None, *,
+                      protocol: str = "random_split") -> dict:
+        """``params/preprocess.yaml`` (or `override`, the flow's ``--config``) resolved for one
+        dataset and protocol: ``{"threshold", "dataset", "protocol"}``."""
+        import yaml
+
+        from recsys.pipeline.settings import params_path
+
+        params = override if override else yaml.safe_load(params_path("preprocess.yaml").read_text())
+        return {**resolve_settings(params, dataset, protocol), "protocol_name": protocol}
+
+    def prepare(self, dataset: str, settings: Mapping[str, Any], *, data_dir=None, output_dir=None) -> PreparedSplit:
+        return prepare_split(dataset, settings["protocol_name"], data_dir=data_dir, threshold=settings["threshold"],
+                             dataset_options=settings["dataset"], protocol_params=settings["protocol"],
+                             output_dir=output_dir)
+
+    def default_run_dir(self, dataset: str, run_id: str, protocol: str = "") -> Path:
+        return default_output_root() / self.name / dataset / protocol / str(run_id)
+
+    def plan(self, settings: Mapping[str, Any], **_: Any) -> list:
+        return []
+
+    def aggregate(self, results):
+        return []
+
+    def table(self, rows):
+        return ["statistic", "value"], [list(r) for r in rows]
+
+    def plot_png(self, rows, **context):
+        return degree_plot_png(context["split"], context.get("title", "")) if context.get("split") else None
+
+
+STAGE = PreprocessStage()

@@ -2,8 +2,9 @@
 protocol, and write what later stages read (checkpoints, MultVAE user embeddings and score
 files for LOCA, BERT4Rec item embeddings for the meta stage).
 
-Settings come from ``params/pretrain_<dataset>.yaml`` (see :func:`load_settings`); the flow
-and the notebook call :func:`prepare`, :func:`train_and_evaluate` and :func:`comparison`.
+Settings come from ``params/pretrain_<dataset>.yaml`` (see :class:`PretrainStage`, the stage
+contract's subclass); the flow and the notebook call :func:`prepare`, :func:`train_and_evaluate`
+and :func:`comparison`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from recsys.io import sha256_file
 from recsys.pipeline.preprocess import default_output_root, figure_png
 from recsys.pipeline.checkpoints import task_checkpoints
 from recsys.pipeline.settings import check_dataset, comma_list, merged_settings, stage_params_file
+from recsys.pipeline.stage import Stage, Task
 
 _PROTOCOL_KEYS = {"threshold", "dataset", "params", "models", "artifacts"}
 # Cut-offs and metrics each protocol's papers report.
@@ -32,37 +34,6 @@ REPORT = {
     "leave_k_out_by_time": {"ks": (10, 20, 50, 100), "metrics": ("precision", "recall", "ndcg")},
     "leave_one_out": {"ks": (10, 20), "metrics": ("hit", "ndcg")},
 }
-
-
-def params_file(dataset: str) -> Path:
-    return stage_params_file("pretrain", dataset)
-
-
-def load_settings(dataset: str, override: Mapping[str, Any] | None = None) -> dict:
-    """``params/pretrain_<dataset>.yaml`` (if present) deep-merged with ``override`` (the flow's
-    ``--config cfg FILE``). Layout::
-
-        default_protocol: random_split
-        protocols:
-          random_split:
-            threshold: null          # binarisation threshold (null: every interaction)
-            dataset: {}              # loader options
-            params: {k_core: 10}     # protocol parameters
-            models: {mostpop: {}, ease: {lam: 500}, multvae: {...}}
-            artifacts: {scores: true}   # also write the full score matrix (for LOCA)
-    """
-    check_dataset(dataset)
-    path = stage_params_file("pretrain", dataset, override=override, section="protocols")
-    settings = merged_settings(path, override)
-    if not settings.get("protocols"):
-        raise ConfigError(
-            f"no pretraining settings for dataset '{dataset}': write {path} or pass "
-            f"--config cfg FILE with a 'protocols:' section (see params/pretrain_amazon-digital-music.yaml)"
-        )
-    unknown = set(settings) - {"default_protocol", "protocols"}
-    if unknown:
-        raise ConfigError(f"pretrain settings: unknown key(s) {sorted(unknown)}; expected default_protocol, protocols")
-    return settings
 
 
 def protocol_settings(settings: Mapping[str, Any], protocol: str | None, models: str | None) -> dict:
@@ -101,15 +72,6 @@ def protocol_settings(settings: Mapping[str, Any], protocol: str | None, models:
     section["models"] = {name: dict(configured.get(name) or {}) for name in wanted}
     section["protocol"] = protocol
     return section
-
-
-def prepare(dataset: str, section: Mapping[str, Any], *, data_dir=None, output_dir=None):
-    """Make (and save) the split this stage trains on; reuses the preprocessing code."""
-    from recsys.pipeline.preprocess import prepare_split
-
-    return prepare_split(dataset, section["protocol"], data_dir=data_dir, threshold=section.get("threshold"),
-                         dataset_options=section.get("dataset") or {}, protocol_params=section.get("params") or {},
-                         output_dir=output_dir)
 
 
 def train_and_evaluate(split_path: str | os.PathLike, model_name: str, config: Mapping[str, Any],
@@ -222,10 +184,6 @@ def curves_png(results: Mapping[str, Mapping[str, Any]]) -> bytes | None:
     return figure_png(fig)
 
 
-def default_run_dir(dataset: str, protocol: str, run_id: str) -> Path:
-    return default_output_root() / "pretrain" / dataset / protocol / str(run_id)
-
-
 def _mapping(value, where: str) -> dict:
     if not isinstance(value, Mapping):
         raise ConfigError(f"pretrain settings, {where}: expected a mapping (key: value lines), got {value!r}")
@@ -249,3 +207,78 @@ def _save_scores(path: Path, model, rows, batch_size: int = 1024) -> Path:
         out.flush()
         del out
     return path
+
+
+class PretrainStage(Stage):
+    """The global models of one split under the split's own protocol (any protocol with a ranking
+    evaluation); one task per model. Settings layout (``params/pretrain_<dataset>.yaml``)::
+
+        default_protocol: random_split
+        protocols:
+          random_split:
+            threshold: null          # binarisation threshold (null: every interaction)
+            dataset: {}              # loader options
+            params: {k_core: 10}     # protocol parameters
+            models: {mostpop: {}, ease: {lam: 500}, multvae: {...}}
+            artifacts: {scores: true}   # also write the full score matrix (for LOCA)
+    """
+
+    name = label = "pretrain"
+    protocol = None  # the settings choose (protocols.<name>); the section's protocol is the run's
+
+    def load_settings(self, dataset: str, override: Mapping[str, Any] | None = None) -> dict:
+        """``params/pretrain_<dataset>.yaml`` (if present) deep-merged with ``override`` (the flow's
+        ``--config cfg FILE``)."""
+        check_dataset(dataset)
+        path = stage_params_file("pretrain", dataset, override=override, section="protocols")
+        settings = merged_settings(path, override)
+        if not settings.get("protocols"):
+            raise ConfigError(
+                f"no pretraining settings for dataset '{dataset}': write {path} or pass "
+                f"--config cfg FILE with a 'protocols:' section (see params/pretrain_amazon-digital-music.yaml)"
+            )
+        unknown = set(settings) - {"default_protocol", "protocols"}
+        if unknown:
+            raise ConfigError(f"pretrain settings: unknown key(s) {sorted(unknown)}; expected default_protocol, protocols")
+        return settings
+
+    def prepare(self, dataset: str, section: Mapping[str, Any], *, data_dir=None, output_dir=None):
+        """Make (and save) the split of one protocol section (:func:`protocol_settings`)."""
+        from recsys.pipeline.splits import prepare_split
+
+        return prepare_split(dataset, section["protocol"], data_dir=data_dir, threshold=section.get("threshold"),
+                             dataset_options=section.get("dataset") or {},
+                             protocol_params=section.get("params") or {}, output_dir=output_dir)
+
+    def default_run_dir(self, dataset: str, run_id: str, protocol: str = "") -> Path:
+        return default_output_root() / self.name / dataset / protocol / str(run_id)
+
+    def plan(self, section: Mapping[str, Any], **_: Any) -> list[Task]:
+        """One task per model of a protocol section (:func:`protocol_settings` checked them)."""
+        return [Task(name, None, {"model": name, "config": dict(cfg)}) for name, cfg in section["models"].items()]
+
+    def run_task(self, split_path, task: Task, out_dir, **options: Any) -> dict:
+        return train_and_evaluate(split_path, task.spec["model"], task.spec["config"], out_dir, **options)
+
+    def aggregate(self, results):
+        return comparison(results)
+
+    def table(self, rows):
+        from recsys.pipeline.report import dict_rows_table
+
+        return dict_rows_table(rows)
+
+    def plot_png(self, rows, **context):
+        return curves_png(context["results"]) if context.get("results") else None
+
+
+STAGE = PretrainStage()
+load_settings, prepare = STAGE.load_settings, STAGE.prepare
+
+
+def params_file(dataset: str) -> Path:
+    return stage_params_file("pretrain", dataset)
+
+
+def default_run_dir(dataset: str, protocol: str, run_id: str) -> Path:
+    return STAGE.default_run_dir(dataset, run_id, protocol)

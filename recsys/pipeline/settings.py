@@ -20,6 +20,11 @@ from recsys.errors import ConfigError
 _SOURCE_PARAMS = Path(__file__).resolve().parents[2] / "params"
 
 
+def default_output_root() -> Path:
+    """Where stages write files: ``$RECSYS_OUTPUT_DIR`` or ``./outputs``."""
+    return Path(os.environ.get("RECSYS_OUTPUT_DIR") or "outputs")
+
+
 def params_dir() -> Path:
     """The folder stage settings are read from (see the module docstring)."""
     env = os.environ.get("RECSYS_PARAMS_DIR")

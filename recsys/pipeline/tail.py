@@ -1,6 +1,6 @@
 """Adversarial tail stage (POSIT): every method x seed on one strong-generalisation split,
 evaluated on accuracy and on how widely the recommendations spread. ``flows/tail_flow.py`` and
-``notebooks/train_common.ipynb`` call these functions:
+``notebooks/train_common.ipynb`` call these functions (the stage contract's methods, :class:`TailStage`):
 
     settings = load_settings(dataset, override)
     prepared = prepare(dataset, settings, output_dir=...)
@@ -31,8 +31,9 @@ from recsys.pipeline.report import write_task_result
 from recsys.pipeline.catalog import TAIL_METHODS, TAIL_PARAM_STRING_METHOD
 from recsys.pipeline.checkpoints import task_checkpoints
 from recsys.training.memory import Heartbeat, MemoryLedger, last_heartbeat
-from recsys.pipeline.settings import comma_list, load_stage_settings
-from recsys.pipeline.preprocess import default_output_root, figure_png
+from recsys.pipeline.settings import comma_list
+from recsys.pipeline.preprocess import figure_png
+from recsys.pipeline.stage import Stage, Task, parse_seeds
 
 METHODS = tuple(TAIL_METHODS)
 KS = (20, 50, 100)
@@ -49,43 +50,6 @@ DEFINITIONS = {
     "ranking": "fold-in items are excluded from every top-k",
 }
 _KEYS = {"protocol", "threshold", "dataset", "params", "seeds", "device", "learner", "methods"}
-
-
-def load_settings(dataset: str, override: Mapping[str, Any] | None = None) -> dict:
-    """``params/tail_<dataset>.yaml`` deep-merged with `override`. Layout::
-
-        protocol: strong_generalization
-        threshold: 4                       # ratings >= 4 are positives (null: every interaction)
-        params: {n_heldout_users: 1000, seed: 98765}
-        seeds: [0, 1, 2]                   # training seeds (the split stays fixed)
-        learner: {lr: 0.05, weight_decay: 5e-5, epochs: 50, batch_size: 512}   # shared by ease/ipw/cvar/posit
-        methods:
-          mostpop: {}
-          ease_closed_form: {lam: 500}
-          ease: {}
-          ipw: {ipw_alpha: 0.003}
-          cvar: {cvar_beta: 0.5}
-          posit: {alr: 1.0, ast: 2bmlp2, nstd: 1.5, aloss: recall_dist}
-    """
-    return load_stage_settings(dataset, "tail", "tail", "strong_generalization", "POSIT's", _KEYS,
-                               ("methods", "learner"), override)
-
-
-def parse_seeds(value: Any) -> list[int]:
-    """Seeds from '0,1,2', an int or a list; each a non-negative integer."""
-    items = comma_list(value) if isinstance(value, str) else list(value if isinstance(value, (list, tuple)) else [value])
-    seeds = []
-    for item in items:
-        try:
-            seed = int(item)
-        except (TypeError, ValueError):
-            seed = -1
-        if seed < 0 or str(item).strip() != str(seed):
-            raise ConfigError(f"seeds must be non-negative integers like '0,1,2', got {value!r}")
-        seeds.append(seed)
-    if not seeds:
-        raise ConfigError(f"no seeds given (got {value!r}); pass e.g. --seeds 0,1,2")
-    return seeds
 
 
 def method_configs(settings: Mapping[str, Any], methods: str | list[str] | None = None,
@@ -130,19 +94,6 @@ def method_configs(settings: Mapping[str, Any], methods: str | list[str] | None 
             raise ConfigError(f"tail method {name!r}: {exc}") from None
         out[name] = {"model": model, "config": config}
     return out
-
-
-def prepare(dataset: str, settings: Mapping[str, Any], *, data_dir=None, output_dir=None):
-    """Make and save the strong-generalisation split (reuses the preprocessing code)."""
-    from recsys.pipeline.preprocess import prepare_split
-
-    return prepare_split(dataset, "strong_generalization", data_dir=data_dir, threshold=settings.get("threshold"),
-                         dataset_options=settings.get("dataset") or {}, protocol_params=settings.get("params") or {},
-                         output_dir=output_dir)
-
-
-def default_run_dir(dataset: str, run_id: str) -> Path:
-    return default_output_root() / "tail" / dataset / str(run_id)
 
 
 def test_metrics(model, split) -> dict[str, float]:
@@ -297,13 +248,6 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
                                           for r in rows]
 
 
-def format_table(rows: list[dict]) -> str:
-    """The table aligned for a terminal."""
-    from recsys.pipeline.report import text_table
-
-    return text_table(*table(rows))
-
-
 def coverage_plot_png(rows: list[dict], k: int = 100) -> bytes:
     """Scatter of Coverage@k (x) against NDCG@100 (y) per method, with +-std bars."""
     import matplotlib
@@ -323,20 +267,38 @@ def coverage_plot_png(rows: list[dict], k: int = 100) -> bytes:
     return figure_png(fig)
 
 
-def run_all(dataset: str, settings: Mapping[str, Any], *, methods=None, params_string=None, seeds=None,
-            data_dir=None, output_dir, progress=print) -> dict:
-    """The whole stage in one process (the notebook's path; the flow runs the same calls as steps)."""
-    out = Path(output_dir)
-    specs = method_configs(settings, methods, params_string)
-    seeds = parse_seeds(seeds if seeds is not None else settings.get("seeds", [0]))
-    prepared = prepare(dataset, settings, data_dir=data_dir, output_dir=out / "split")
-    results = {}
-    for method, spec in specs.items():
-        for seed in seeds:
-            start = time.perf_counter()
-            r = run_one(prepared.path, method, spec, seed, out / method / f"seed{seed}")
-            results[(method, seed)] = r
-            progress(f"{method} seed {seed}: NDCG@100 {r['test'].get('ndcg@100', math.nan):.4f}, "
-                     f"Coverage@100 {r['test'].get('coverage@100', math.nan):.1f} "
-                     f"({time.perf_counter() - start:.1f} s)")
-    return {"split": str(prepared.path), "stats": prepared.stats, "results": results, "rows": aggregate(results)}
+class TailStage(Stage):
+    """Every tail method x seed on one strong-generalisation split (POSIT's protocol)."""
+
+    name = label = "tail"
+    protocol, whose = "strong_generalization", "POSIT's"
+    keys = frozenset(_KEYS)
+    mappings = ("methods", "learner")
+
+    def plan(self, settings: Mapping[str, Any], *, methods=None, params_string=None, seeds=None) -> list[Task]:
+        """Method x seed, method-major (``method_configs`` checks every method first)."""
+        specs = method_configs(settings, methods, params_string)
+        seeds = parse_seeds(seeds if seeds is not None else settings.get("seeds", [0]))
+        return [Task(method, seed, spec) for method, spec in specs.items() for seed in seeds]
+
+    def run_task(self, split_path, task: Task, out_dir, **options: Any) -> dict:
+        return run_one(split_path, task.key, task.spec, task.seed, out_dir, **options)
+
+    def summary(self, result: Mapping[str, Any]) -> str:
+        return (f"NDCG@100 {result['test'].get('ndcg@100', math.nan):.4f}, "
+                f"Coverage@100 {result['test'].get('coverage@100', math.nan):.1f}")
+
+    def aggregate(self, results):
+        return aggregate(results)
+
+    def table(self, rows):
+        return table(rows)
+
+    def plot_png(self, rows, **context):
+        return coverage_plot_png(rows)
+
+
+STAGE = TailStage()
+# the stage's methods under the names the flow, the notebook and the benchmarks call
+load_settings, prepare, default_run_dir, format_table, run_all = (
+    STAGE.load_settings, STAGE.prepare, STAGE.default_run_dir, STAGE.format_table, STAGE.run_all)

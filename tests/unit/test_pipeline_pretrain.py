@@ -58,7 +58,7 @@ def test_override_merges_over_the_dataset_file():
 
 @pytest.mark.parametrize("protocol, models, needle", [
     ("random_split", "multvea", "unknown model 'multvea'. Did you mean 'multvae'?"),
-    ("random_split", "bert4rec", "bert4rec' trains on leave_one_out splits only"),
+    ("random_split", "bert4rec", "bert4rec' (SequenceScorer / SequenceRater) trains on leave_one_out splits only"),
     ("strong_generalization", None, "no pretraining settings for protocol 'strong_generalization'"),
     ("user_split", None, "protocol 'user_split' has no ranking evaluation for pretraining"),
 ])

@@ -1,0 +1,177 @@
+"""The stage contract: settings -> a plan of tasks -> ``run_task`` -> ``aggregate`` over seeds ->
+``report``. Every stage (preprocess, pretrain, local, tail, meta, BaM, data-parallel) is one
+subclass of :class:`Stage`; its module exposes the instance as ``STAGE`` and, for the flows and
+notebooks, the instance's methods under their usual names (``tail.load_settings`` is
+``tail.STAGE.load_settings``). A flow step is a few calls into it::
+
+    stage = tail.STAGE
+    settings = stage.load_settings(dataset, override)        # params/<stage>_<dataset>.yaml + --config
+    tasks = stage.plan(settings, methods=..., seeds=...)      # bad names and values stop here
+    prepared = stage.prepare(dataset, settings, output_dir=...)
+    results = {t.result_key: stage.run_task(prepared.path, t, stage.task_dir(run_dir, t)) for t in tasks}
+    rows = stage.aggregate(results)
+    stage.report(run_dir, rows=rows, results=..., title=...)  # report.html, plot.png, results.json
+
+What differs between methods (a closed-form model with no seed, a baseline with no device) is an
+attribute of the model class (:mod:`recsys.models.base`); which model a method is, the registry of
+stages (:mod:`recsys.pipeline.catalog`). Adding a stage: docs/training.md, "Adding a stage".
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Mapping, Sequence
+
+from recsys.errors import ConfigError
+from recsys.pipeline.settings import comma_list, default_output_root, load_stage_settings
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of a stage's work: a method (``key``, e.g. ``"sasrec/melo"``) with one training
+    seed (None where the seed sits in the config or the model draws no random numbers), its
+    ``spec`` (``{"model": registered name, "config": {...}}`` plus the stage's own fields) and,
+    where the stage estimates it, the host bytes it will hold."""
+
+    key: str
+    seed: int | None = None
+    spec: Mapping[str, Any] = field(default_factory=dict)
+    memory_bytes: int | None = None
+
+    @property
+    def result_key(self):
+        """How the stage's ``results`` mapping names this task's result: (key, seed) or key."""
+        return self.key if self.seed is None else (self.key, self.seed)
+
+    @property
+    def label(self) -> str:
+        return self.key if self.seed is None else f"{self.key} seed {self.seed}"
+
+
+def parse_seeds(value: Any) -> list[int]:
+    """Seeds from '0,1,2', an int or a list; each a non-negative integer."""
+    items = comma_list(value) if isinstance(value, str) else list(value if isinstance(value, (list, tuple)) else [value])
+    seeds = []
+    for item in items:
+        try:
+            seed = int(item)
+        except (TypeError, ValueError):
+            seed = -1
+        if seed < 0 or str(item).strip() != str(seed):
+            raise ConfigError(f"seeds must be non-negative integers like '0,1,2', got {value!r}")
+        seeds.append(seed)
+    if not seeds:
+        raise ConfigError(f"no seeds given (got {value!r}); pass e.g. --seeds 0,1,2")
+    return seeds
+
+
+class Stage:
+    """Base of the stages. A subclass names itself and its protocol, and writes ``plan``,
+    ``run_task``, ``aggregate`` and ``table`` (``plot_png`` and ``summary`` where it has them);
+    settings, the split, the run folder, the one-process run and the report are written here."""
+
+    name: ClassVar[str]             # params/<name>_<dataset>.yaml; outputs/<name>/<dataset>/<run id>
+    label: ClassVar[str]            # in messages: "the tail stage"
+    protocol: ClassVar[str]         # the split protocol it evaluates on
+    whose: ClassVar[str] = ""       # whose protocol it is ("POSIT's"), for the wrong-protocol message
+    keys: ClassVar[frozenset[str]] = frozenset()      # top-level settings keys
+    mappings: ClassVar[tuple[str, ...]] = ("methods",)  # settings sections that must be mappings
+    required: ClassVar[str] = "methods"                # the section a settings file must have
+
+    # ---- settings ---------------------------------------------------------------------------------
+    def load_settings(self, dataset: str, override: Mapping[str, Any] | None = None) -> dict:
+        """``params/<name>_<dataset>.yaml`` (or the stage's default profile) deep-merged with
+        `override` (``--config cfg FILE``); unknown keys and a wrong protocol stop here."""
+        settings = load_stage_settings(dataset, self.label, self.name, self.protocol, self.whose, set(self.keys),
+                                       self.mappings, override, required=self.required)
+        return self.check_settings(settings)
+
+    def check_settings(self, settings: dict) -> dict:
+        """The stage's own checks of loaded settings (none by default)."""
+        return settings
+
+    # ---- data -------------------------------------------------------------------------------------
+    def prepare(self, dataset: str, settings: Mapping[str, Any], *, data_dir=None, output_dir=None):
+        """Make and save the stage's split (the preprocessing code); a
+        :class:`~recsys.pipeline.preprocess.PreparedSplit`."""
+        from recsys.pipeline.splits import prepare_split
+
+        return prepare_split(dataset, self.protocol, data_dir=data_dir, threshold=settings.get("threshold"),
+                             dataset_options=settings.get("dataset") or {},
+                             protocol_params=settings.get("params") or {}, output_dir=output_dir)
+
+    def default_run_dir(self, dataset: str, run_id: str) -> Path:
+        return default_output_root() / self.name / dataset / str(run_id)
+
+    def task_dir(self, run_dir, task: Task) -> Path:
+        """Where a task writes ``model.pt`` and ``result.json``: ``<key>/seed<s>`` under `run_dir`."""
+        out = Path(run_dir) / task.key.replace("/", "_")
+        return out if task.seed is None else out / f"seed{task.seed}"
+
+    # ---- work -------------------------------------------------------------------------------------
+    def plan(self, settings: Mapping[str, Any], **choices: Any) -> list[Task]:
+        """The tasks of a run, each config built once so that a bad name or value stops before training."""
+        raise NotImplementedError
+
+    def run_task(self, split_path, task: Task, out_dir, **options: Any) -> dict:
+        """Fit and evaluate one task; its files go under `out_dir`; returns the JSON-able result."""
+        raise NotImplementedError
+
+    def summary(self, result: Mapping[str, Any]) -> str:
+        """One line of a finished task's headline metrics (progress output)."""
+        return ""
+
+    # ---- results ----------------------------------------------------------------------------------
+    def aggregate(self, results: Mapping[Any, Mapping[str, Any]]) -> list[dict]:
+        """One row per method (mean and spread over seeds where the stage has seeds)."""
+        raise NotImplementedError
+
+    def table(self, rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+        """(headers, cells) for a card, a notebook or the README."""
+        raise NotImplementedError
+
+    def format_table(self, rows: list[dict]) -> str:
+        """The table aligned for a terminal."""
+        from recsys.pipeline.report import text_table
+
+        return text_table(*self.table(rows))
+
+    def plot_png(self, rows: list[dict], **context: Any) -> bytes | None:
+        """The stage's figure as PNG bytes (None: it has none)."""
+        return None
+
+    def report(self, run_dir, *, rows: list[dict], results: Any, title: str, intro: str = "",
+               png: bytes | None = None) -> dict[str, Path]:
+        """``report.html``, ``plot.png`` and ``results.json`` under `run_dir`, the table printed."""
+        from recsys.pipeline.report import publish
+
+        headers, cells = self.table(rows)
+        return publish(run_dir, title=title, intro=intro, headers=headers, cells=cells, results=results,
+                       png=png if png is not None else self.plot_png(rows))
+
+    # ---- the whole stage in one process -------------------------------------------------------------
+    def run_all(self, dataset: str, settings: Mapping[str, Any], *, data_dir=None, output_dir,
+                progress: Callable[[str], Any] = print, **choices: Any) -> dict:
+        """The notebook's path: the same calls the flow runs as steps."""
+        out = Path(output_dir)
+        tasks = self.plan(settings, **choices)
+        prepared = self.prepare(dataset, settings, data_dir=data_dir, output_dir=out / "split")
+        results = self.run_tasks(prepared.path, tasks, out, settings, progress=progress)
+        return {"split": str(prepared.path), "stats": prepared.stats, "specs": {t.key: dict(t.spec) for t in tasks},
+                "results": results, "rows": self.aggregate(results)}
+
+    def run_tasks(self, split_path, tasks: Sequence[Task], run_dir, settings: Mapping[str, Any], *,
+                  progress: Callable[[str], Any] = print) -> dict:
+        results = {}
+        for task in tasks:
+            start = time.perf_counter()
+            result = self.run_task(split_path, task, self.task_dir(run_dir, task), **self.task_options(settings))
+            results[task.result_key] = result
+            progress(f"{task.label}: {self.summary(result)} ({time.perf_counter() - start:.1f} s)")
+        return results
+
+    def task_options(self, settings: Mapping[str, Any]) -> dict:
+        """Keyword arguments ``run_all`` passes to every ``run_task`` (none by default)."""
+        return {}
