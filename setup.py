@@ -37,6 +37,7 @@ setup(
             "pytest>=8",
             "metaflow-torchrun==0.2.2",
             "nbformat>=5",
+            "pydantic>=2",  # the configs' JSON schemas -> docs/configs.md (recsys.models.schema)
             # tests/deploy: Metaflow deploys to a local moto server (S3, Batch, Step Functions);
             # boto3 >= 1.34 honours AWS_ENDPOINT_URL; Argo templates need the kubernetes client.
             # kubernetes 37.0.2 wants python-dateutil>=3, botocore <3: without the cap pip

@@ -96,8 +96,6 @@ class MultVAEConfig(IterativeConfig):
         check_float("weight_decay", self.weight_decay, 0.0)
         if self.l2_reg is not None:
             check_float("l2_reg", self.l2_reg, 0.0)
-        if self.patience is not None:
-            check_int("patience", self.patience, 1)
         check_int("eval_k", self.eval_k, 1)
         check_int("eval_batch_size", self.eval_batch_size, 1)
         for flag in ("variational", "noise_std_upstream", "unmasked_fold_in_upstream"):
