@@ -171,7 +171,7 @@ def _install_loop_hook() -> None:
     global _HOOKED
     if _HOOKED:
         return
-    from recsys.training.loop import add_checkpoint_listener
+    from recsys.training.checkpoints import add_checkpoint_listener
 
     add_checkpoint_listener(lambda path, epoch: [listener(Path(path), epoch) for listener in list(_listeners)])
     _HOOKED = True

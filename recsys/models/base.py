@@ -40,7 +40,8 @@ from recsys.training.device import keep_freed_cpu_memory, pick_device
 from recsys.training.compile import COMPILE
 from recsys.training.compile import resolve as resolve_compile
 from recsys.training.cost import DataShape, EpochCost
-from recsys.training.loop import PROGRESS, Job, LoopResult, LoopSettings
+from recsys.training.loop import Job, LoopResult, LoopSettings
+from recsys.training.progress import PROGRESS
 from recsys.training.loop import run as run_loop
 
 FORMAT_VERSION = 1

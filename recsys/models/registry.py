@@ -46,10 +46,17 @@ def _load_families() -> None:
         _loaded = True
 
 
+def _family_index(klass: type) -> int:
+    module = klass.__module__
+    return next((i for i, f in enumerate(FAMILIES) if module == f or module.startswith(f + ".")), len(FAMILIES))
+
+
 def registered_models() -> dict[str, type]:
-    """Every registered model, name -> class, in registration order."""
+    """Every registered model, name -> class: by family (``FAMILIES`` order), then in the order the
+    family's package defines them -- the same whichever module was imported first."""
     _load_families()
-    return dict(_MODELS)
+    order = {name: i for i, name in enumerate(_MODELS)}
+    return dict(sorted(_MODELS.items(), key=lambda kv: (_family_index(kv[1]), order[kv[0]])))
 
 
 def __getattr__(name: str):  # ``registry.MODELS``: the full mapping, families loaded

@@ -16,19 +16,14 @@ With a checkpoint directory the loop writes an atomic, checksummed checkpoint af
 (weights, job state, every RNG state, early-stopping state, history) and, when the directory
 already holds one from the same settings, starts after it: a run killed and restarted ends with
 exactly the metrics of an uninterrupted one (CPU, same seed). A corrupt or truncated checkpoint is
-reported with a warning and the previous one is used.
+reported with a warning and the previous one is used. Checkpoint files: :mod:`.checkpoints`;
+progress lines and bars: :mod:`.progress`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import math
-import random
-import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -39,22 +34,13 @@ from torch import Tensor, nn
 
 from recsys.checks import check_choice, check_float, check_int
 from recsys.errors import ConfigError
-from recsys.io import atomic_path
 from recsys.training.compile import compile_seconds, compiling
+from recsys.training.checkpoints import Checkpoints, _rng_states, _set_rng_states
 from recsys.training.early_stopping import EarlyStopping, snapshot
+from recsys.training.progress import PROGRESS, _Progress
 
 log = logging.getLogger("recsys.training")
 
-PROGRESS = ("auto", "bar", "lines", "off")
-CHECKPOINT_FORMAT = 1
-_CHECKPOINT_LISTENERS: list[Callable[[Path, int], None]] = []
-
-
-def add_checkpoint_listener(fn: Callable[[Path, int], None]) -> Callable[[], None]:
-    """Call ``fn(path, epoch)`` after each checkpoint any loop writes (an orchestrator copying it to
-    durable storage, a fault test); returns a function that removes the listener."""
-    _CHECKPOINT_LISTENERS.append(fn)
-    return lambda: _CHECKPOINT_LISTENERS.remove(fn) if fn in _CHECKPOINT_LISTENERS else None
 
 
 @dataclass
@@ -302,204 +288,3 @@ def _restorable(stopper) -> Any:
 
 def _plain(value: Any) -> Any:
     return value.tolist() if isinstance(value, Tensor) else value
-
-
-# ---- RNG states --------------------------------------------------------------------------------
-
-def _rng_states() -> dict[str, Any]:
-    out = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        out["cuda"] = torch.cuda.get_rng_state_all()
-    return out
-
-
-def _set_rng_states(states: Mapping[str, Any]) -> None:
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
-# ---- checkpoints -------------------------------------------------------------------------------
-
-class Checkpoints:
-    """``epoch-000012.pt`` files, each with an ``.sha256`` sidecar, in one folder; the newest
-    `keep` are kept. Both files are written atomically, the checksum last, so a checkpoint without a
-    matching checksum is one a kill interrupted or a disk corrupted."""
-
-    def __init__(self, folder: str | Path, fingerprint: Mapping[str, Any], keep: int = 2) -> None:
-        self.folder = Path(folder)
-        self.fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
-        self.keep = keep
-
-    def _files(self) -> list[tuple[int, Path]]:
-        if not self.folder.is_dir():
-            return []
-        out = []
-        for p in self.folder.glob("epoch-*.pt"):
-            try:
-                out.append((int(p.stem.split("-")[1]), p))
-            except (IndexError, ValueError):
-                continue
-        return sorted(out, reverse=True)
-
-    def save(self, epoch: int, payload: dict[str, Any]) -> Path:
-        path = self.folder / f"epoch-{epoch:06d}.pt"
-        payload = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "fingerprint": self.fingerprint, **payload}
-        with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
-            digest = _sha256(tmp)
-        with atomic_path(path.with_suffix(".sha256")) as tmp:
-            tmp.write_text(json.dumps({"sha256": digest, "epoch": epoch}) + "\n")
-        for _, old in self._files()[self.keep:]:
-            old.unlink(missing_ok=True)
-            old.with_suffix(".sha256").unlink(missing_ok=True)
-        for listener in list(_CHECKPOINT_LISTENERS):
-            listener(path, epoch)
-        return path
-
-    def latest(self) -> dict[str, Any] | None:
-        """The newest checkpoint whose checksum matches; corrupt ones are reported and skipped."""
-        for epoch, path in self._files():
-            problem = self._check(path)
-            if problem is None:
-                payload = torch.load(path, map_location="cpu", weights_only=False)
-                theirs = payload.get("fingerprint") or {}
-                if theirs != self.fingerprint and _without_data(theirs) == _without_data(self.fingerprint):
-                    # same settings, other inputs (an upstream model that changed): stale, not wrong
-                    msg = (f"checkpoint folder {self.folder} was written for other input data "
-                           f"({_diff(theirs.get('data'), self.fingerprint.get('data'))}); starting from scratch")
-                    warnings.warn(msg, RuntimeWarning, stacklevel=3)
-                    log.warning(msg)
-                    return None
-                if theirs != self.fingerprint:
-                    raise ConfigError(
-                        f"checkpoint folder {self.folder} holds a run with other settings "
-                        f"({_diff(payload.get('fingerprint'), self.fingerprint)}); use another folder or delete it")
-                return payload
-            msg = f"checkpoint {path} is unusable ({problem}); "
-            msg += "using the previous one" if epoch != self._files()[-1][0] else "starting from scratch"
-            warnings.warn(msg, RuntimeWarning, stacklevel=3)
-            log.warning(msg)
-        return None
-
-    @staticmethod
-    def _check(path: Path) -> str | None:
-        side = path.with_suffix(".sha256")
-        try:
-            expected = json.loads(side.read_text())["sha256"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return f"no readable checksum file {side.name}"
-        actual = _sha256(path)
-        if actual != expected:
-            return f"sha256 {actual[:12]}... does not match the recorded {str(expected)[:12]}...: truncated or corrupt"
-        return None
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _without_data(fingerprint: Mapping[str, Any]) -> dict:
-    return {k: v for k, v in fingerprint.items() if k != "data"}
-
-
-def tensor_digest(t: Tensor) -> str:
-    """A short sha256 of a tensor's values, for checkpoint fingerprints of derived inputs."""
-    return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
-
-
-def _diff(a: Any, b: Any) -> str:
-    if isinstance(a, dict) and isinstance(b, dict):
-        keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-        if keys:
-            k = keys[0]
-            return f"{k}: {a.get(k)!r} there, {b.get(k)!r} now"
-    return "fingerprint differs"
-
-
-# ---- progress ----------------------------------------------------------------------------------
-
-def _fmt_seconds(sec: float) -> str:
-    sec = int(round(sec))
-    if sec < 60:
-        return f"{sec}s"
-    if sec < 3600:
-        return f"{sec // 60}m{sec % 60:02d}s"
-    return f"{sec // 3600}h{sec % 3600 // 60:02d}m"
-
-
-class WorkProgress:
-    """One line per block of non-epoch work (LFT's groups of fine-tuned copies, EnLFT's anchors)
-    with the seconds so far and an estimate of what is left, on stderr like the epoch lines;
-    silent with ``progress="off"``."""
-
-    def __init__(self, name: str, total: int, unit: str, progress: str = "auto") -> None:
-        self.name, self.total, self.unit, self.on = name, int(total), unit, progress != "off"
-        self.done, self.t0 = 0, time.perf_counter()
-
-    def step(self, n: int, what: str = "") -> None:
-        self.done += int(n)
-        if not self.on:
-            return
-        spent = time.perf_counter() - self.t0
-        left = spent / max(self.done, 1) * max(self.total - self.done, 0)
-        print(f"[{self.name}] {self.done}/{self.total} {self.unit}{(' ' + what) if what else ''}  "
-              f"{spent:.1f}s  left ~ {_fmt_seconds(left)}", file=sys.stderr, flush=True)
-
-
-class _Progress:
-    """A tqdm bar where stderr is a terminal, else one line per epoch (Metaflow logs, notebooks run
-    by papermill, CI); ``progress="off"`` is silent (the history still records everything)."""
-
-    def __init__(self, s: LoopSettings, start_epoch: int) -> None:
-        self.s, self.start = s, start_epoch
-        mode = s.progress
-        if mode == "auto":
-            mode = "bar" if getattr(sys.stderr, "isatty", lambda: False)() else "lines"
-        self.mode, self.bar = mode, None
-        if mode == "bar" and s.epochs:
-            try:
-                from tqdm.auto import tqdm
-
-                self.bar = tqdm(total=s.epochs, initial=start_epoch - 1, desc=s.name, unit="epoch", leave=True)
-            except ImportError:  # tqdm comes with papermill; lines where it is missing
-                self.mode = "lines"
-        self.epoch_seconds: list[float] = []
-
-    def epoch(self, record: Mapping[str, Any], stopper, elapsed: float) -> None:
-        if self.mode == "off":
-            return
-        s = self.s
-        self.epoch_seconds.append(record["train_seconds"] + record.get("eval_seconds", 0.0))
-        left = (s.epochs - record["epoch"]) * float(np.mean(self.epoch_seconds[-5:]))
-        if s.max_seconds is not None:
-            left = min(left, max(0.0, s.max_seconds - elapsed))
-        parts = [f"loss {record['loss']:.4g}"] if isinstance(record.get("loss"), (int, float)) else []
-        best = stopper.best_value
-        if isinstance(best, Tensor):  # an expert bank: each expert has its own best
-            if record.get("experts_running") is not None:
-                parts.append(f"{record['experts_running']} experts running")
-        elif best is not None and not math.isinf(best):
-            now = record.get(s.monitor, record.get(f"valid_{s.monitor}"))
-            now = f"{now:.4f} " if "eval_seconds" in record and isinstance(now, (int, float)) else ""
-            parts.append(f"{s.monitor} {now}(best {best:.4f} @ {stopper.best_epoch})")
-        if self.bar is not None:
-            self.bar.set_postfix_str(", ".join(parts), refresh=False)
-            self.bar.update(1)
-            return
-        line = (f"[{s.name}] epoch {record['epoch']}/{s.epochs}  " + "  ".join(parts)
-                + f"  {self.epoch_seconds[-1]:.1f}s  left <= {_fmt_seconds(left)}")
-        print(line, file=sys.stderr, flush=True)
-
-    def close(self, reason: str, epoch: int) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        if self.mode != "off" and reason != "epochs":
-            why = "no gain in patience validations" if reason == "patience" else "max_seconds reached"
-            print(f"[{self.s.name}] stopped after epoch {epoch}: {why}", file=sys.stderr, flush=True)

@@ -254,7 +254,7 @@ def test_pretrained_embeddings_are_matched_by_original_item_id(tmp_path):
     model.fit(split, validate=False)
     assert model.pretrained_["matched"] > 0 and "original item id" in model.pretrained_["how"]
     # initial values: rebuild the backbone the same way and read its item table before training
-    from recsys.models.meta.learners import _init_backbone, _new_backbone, _train_mean
+    from recsys.models.meta.cold_start import _init_backbone, _new_backbone, _train_mean
 
     b = _new_backbone(model.config, torch.device("cpu"))
     _init_backbone(b, split, _train_mean(split), model.config)

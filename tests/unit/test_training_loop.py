@@ -19,7 +19,8 @@ from torch import nn
 
 from recsys.errors import ConfigError
 from recsys.models.autoencoders import MultVAE
-from recsys.training.loop import Checkpoints, ExpertStopping, Job, LoopSettings, run
+from recsys.training.checkpoints import Checkpoints
+from recsys.training.loop import ExpertStopping, Job, LoopSettings, run
 
 
 def _toy_job(values, seen=None):

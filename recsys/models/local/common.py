@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -13,14 +13,15 @@ import torch
 from torch import Tensor
 
 from recsys.errors import ConfigError, DataError
-from recsys.metrics.ranking import METRICS, RankingResult, as_bool_rows, evaluate, rank_metrics
+from recsys.metrics.ranking import METRICS, as_bool_rows, rank_metrics
 from recsys.models.autoencoders.multvae import UPSTREAM_NOISE_STD, beta_at
 from recsys.models.base import IterativeConfig, IterativeModel, UserScorer
 from recsys.checks import check_bool, check_float, check_int
 from recsys.models.local.bank import BankAdam, ExpertBank, bank_kl, bank_nll, weighted_mean
 from recsys.training.batches import SparseRows, as_csr, iterate_rows
 from recsys.training.cost import CUDA_CONTEXT_BYTES, DataShape, EpochCost
-from recsys.training.loop import ExpertStopping, Job, tensor_digest
+from recsys.training.checkpoints import tensor_digest
+from recsys.training.loop import ExpertStopping, Job
 from recsys.training.seed import seed_everything
 
 # cut-offs and metrics of LFT / TALL's evaluation (recall denominator |test|)

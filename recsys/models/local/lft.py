@@ -39,7 +39,8 @@ from recsys.models.local.wl import WL
 from recsys.training.batches import SparseRows
 from recsys.training.cost import (ADAM_STATE, CUDA_CONTEXT_BYTES, F32, DataShape, EpochCost, adam_traffic,
                                   dense_layer_flops, sparse_input_flops)
-from recsys.training.loop import Job, WorkProgress
+from recsys.training.loop import Job
+from recsys.training.progress import WorkProgress
 from recsys.training.seed import seed_everything
 from recsys.models.registry import register_model
 
