@@ -102,6 +102,45 @@ def _filtered(df: pd.DataFrame, stats: dict, key: str, out: pd.DataFrame) -> pd.
     return out
 
 
+def _deduped_user_codes(df: pd.DataFrame, min_user: int, stats: dict):
+    """pre.dedupe then pre.filter_min_count(min_user=...) on integer codes (no filtered copy of the
+    table is made; the matrices are built once from the codes of the rows kept): (user codes
+    0..n-1 of the kept users, item codes, the kept users' ids, every item id), with the counts in
+    `stats`."""
+    codes, uniques = pd.factorize(df[USER], sort=True, use_na_sentinel=False)
+    item_codes, item_ids = pd.factorize(df[ITEM], use_na_sentinel=False)
+    codes, item_codes = codes.astype(_index_dtype(len(uniques))), item_codes.astype(_index_dtype(len(item_ids)))
+    pairs = pre.combine_codes(codes, item_codes, len(item_ids))
+    if pre.has_repeats(pairs):
+        rows = pre.latest_rows(df, pairs, "dedupe")
+        codes, item_codes = codes[rows], item_codes[rows]
+        del rows
+    del pairs
+    known = ~np.asarray(pd.isna(uniques), dtype=bool)  # NaN ids count as no user, as value_counts
+    count = np.bincount(codes, minlength=len(uniques))
+    stats["rows_after_dedupe"], stats["users_after_dedupe"] = int(len(codes)), int(((count > 0) & known).sum())
+    kept_user = (count >= min_user) & known
+    if not kept_user.all():
+        sel = kept_user[codes]
+        codes, item_codes = codes[sel], item_codes[sel]
+        del sel
+    pre._nonempty(codes, f"filter_min_count(min_user={min_user}, min_item=0)")
+    stats["rows_after_min_user"], stats["users_after_min_user"] = int(len(codes)), int(kept_user.sum())
+    codes = (np.cumsum(kept_user, dtype=np.int64) - 1).astype(codes.dtype)[codes]
+    uniques = np.asarray(uniques)[kept_user]
+    return codes, item_codes, uniques, item_ids
+
+
+def _holdout_rows(users: np.ndarray, n_users: int, holdout_share: float, rng: np.random.Generator):
+    """vae_cf's ``split_train_test_proportion``: which rows of a held-out part are held out (a
+    random ``floor(holdout_share * n)`` of each user's n items, none for users with fewer than
+    ``_MIN_ITEMS_TO_SPLIT``), and each user's held-out count."""
+    size = np.bincount(users, minlength=n_users)
+    # floor((1 - fold_in) * n) as vae_cf's int(0.2 * n); rounding first absorbs 1 - 0.8 = 0.19999...
+    n_hold = np.where(size >= _MIN_ITEMS_TO_SPLIT, np.floor(np.round(holdout_share * size, 9)), 0)
+    return _rank_within(users, rng.random(len(users))) < n_hold[users], n_hold
+
+
 # --------------------------------------------------------------------------- protocols
 
 
@@ -146,29 +185,7 @@ def strong_generalization(
     min_user = check_int("min_user", min_user, 1)
 
     stats: dict = {"rows_in": int(len(df))}
-    # pre.dedupe then pre.filter_min_count(min_user=...), on integer codes: no filtered copy of
-    # the table is made, and the matrices are built once from the codes of the rows kept.
-    codes, uniques = pd.factorize(df[USER], sort=True, use_na_sentinel=False)
-    item_codes, item_ids = pd.factorize(df[ITEM], use_na_sentinel=False)
-    codes, item_codes = codes.astype(_index_dtype(len(uniques))), item_codes.astype(_index_dtype(len(item_ids)))
-    pairs = pre.combine_codes(codes, item_codes, len(item_ids))
-    if pre.has_repeats(pairs):
-        rows = pre.latest_rows(df, pairs, "dedupe")
-        codes, item_codes = codes[rows], item_codes[rows]
-        del rows
-    del pairs
-    known = ~np.asarray(pd.isna(uniques), dtype=bool)  # NaN ids count as no user, as value_counts
-    count = np.bincount(codes, minlength=len(uniques))
-    stats["rows_after_dedupe"], stats["users_after_dedupe"] = int(len(codes)), int(((count > 0) & known).sum())
-    kept_user = (count >= min_user) & known
-    if not kept_user.all():
-        sel = kept_user[codes]
-        codes, item_codes = codes[sel], item_codes[sel]
-        del sel
-    pre._nonempty(codes, f"filter_min_count(min_user={min_user}, min_item=0)")
-    stats["rows_after_min_user"], stats["users_after_min_user"] = int(len(codes)), int(kept_user.sum())
-    codes = (np.cumsum(kept_user, dtype=np.int64) - 1).astype(codes.dtype)[codes]
-    uniques = np.asarray(uniques)[kept_user]
+    codes, item_codes, uniques, item_ids = _deduped_user_codes(df, min_user, stats)
     n = len(uniques)
     n_h = n_heldout_users if n_heldout_users is not None else int(heldout_fraction * n)
     if n_h < 1:
@@ -222,10 +239,7 @@ def strong_generalization(
     for p, name in ((_VALID, "valid"), (_TEST, "test")):
         sel = part == p
         pu, pi, n_p = u[sel] - offsets[p], i[sel], len(blocks[p])
-        size = np.bincount(pu, minlength=n_p)
-        # floor((1 - fold_in) * n) as vae_cf's int(0.2 * n); rounding first absorbs 1 - 0.8 = 0.19999...
-        n_hold = np.where(size >= _MIN_ITEMS_TO_SPLIT, np.floor(np.round(holdout_share * size, 9)), 0)
-        hold = _rank_within(pu, rng.random(len(pu))) < n_hold[pu]
+        hold, n_hold = _holdout_rows(pu, n_p, holdout_share, rng)
         matrices[f"{name}_fold_in"] = _csr(pu[~hold], pi[~hold], n_p, n_items)
         matrices[f"{name}_holdout"] = _csr(pu[hold], pi[hold], n_p, n_items)
         arrays[f"{name}_users"] = offsets[p] + np.arange(n_p, dtype=np.int64)
