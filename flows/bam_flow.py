@@ -18,9 +18,9 @@ the interest balance, and its card shows the table and the interest-usage histog
 
 import os
 
-from metaflow import Config, Parameter, card, current, project, resources, retry, step
+from metaflow import Parameter, card, current, project, resources, retry, step
 
-from flow_base import CsvDatasetFlow
+from flow_base import CsvDatasetFlow, stage_config
 from flow_support import checkpoint_root, checkpointed, main, prune_checkpoints
 
 
@@ -30,8 +30,7 @@ class BamFlow(CsvDatasetFlow):
 
     _output_under = "bam/<dataset>/<run id>"
 
-    cfg = Config("cfg", default_value={}, parser="yaml.safe_load",
-                 help="YAML merged over params/bam_<dataset>.yaml (same layout)")
+    cfg = stage_config("bam")
     model = Parameter("model", default="", help="comma list of mind, comirec, remi (default: the params file's models)")
     selection = Parameter("selection", default="",
                           help="comma list of hard, p (BaM_p), l (BaM_l) (default: the params file's selections)")
@@ -44,24 +43,23 @@ class BamFlow(CsvDatasetFlow):
 
     @step
     def start(self):
-        """Check every (model, selection)'s settings, make the split, fit the baselines."""
-        from recsys.pipeline import bam
+        """Check every (model, selection)'s settings (the plan of tasks), make the split, fit the baselines."""
+        from recsys.pipeline.bam import STAGE, parse_bool, run_baselines
         from recsys.pipeline.preprocess import check_request
-
-        check_request(self.dataset, bam.PROTOCOL)
         from recsys.pipeline.settings import with_data_options
 
+        check_request(self.dataset, STAGE.protocol)
         override = with_data_options(self.cfg, self.data_path, self.columns, self.sep)
-        self.settings = bam.load_settings(self.dataset, override)
-        self.specs = bam.task_specs(self.settings, self.model or None, self.selection or None, tau=self.T,
-                                    linear_size=self.linear_size,
-                                    multi_loss=bam.parse_bool("--multi-loss", self.multi_loss), seed=self.seed)
-        self.run_dir = os.path.abspath(self.output_dir or str(bam.default_run_dir(self.dataset, current.run_id)))
-        prepared = bam.prepare(self.dataset, self.settings, data_dir=self.data_dir or None,
-                               output_dir=os.path.join(self.run_dir, "split"))
+        self.settings = STAGE.load_settings(self.dataset, override)
+        self.tasks = STAGE.plan(self.settings, models=self.model or None, selections=self.selection or None,
+                                tau=self.T, linear_size=self.linear_size,
+                                multi_loss=parse_bool("--multi-loss", self.multi_loss), seed=self.seed)
+        self.specs = {t.key: dict(t.spec) for t in self.tasks}
+        self.run_dir = os.path.abspath(self.output_dir or str(STAGE.default_run_dir(self.dataset, current.run_id)))
+        prepared = STAGE.prepare(self.dataset, self.settings, data_dir=self.data_dir or None,
+                                 output_dir=os.path.join(self.run_dir, "split"))
         self.split_path, self.split_sha256, self.stats = str(prepared.path), prepared.sha256, prepared.stats
-        self.baselines = bam.run_baselines(self.split_path, self.settings)
-        self.tasks = list(self.specs)
+        self.baselines = run_baselines(self.split_path, self.settings)
         self.next(self.train, foreach="tasks")
 
     @retry(times=1)
@@ -70,13 +68,11 @@ class BamFlow(CsvDatasetFlow):
     @step
     def train(self):
         """Fit one (model, selection); the code picks CUDA when present, else the CPU."""
-        from recsys.pipeline import bam
+        from recsys.pipeline.bam import STAGE
 
-        self.key = self.input
-        self.result = bam.run_task(self.split_path, self.key, self.specs[self.key],
-                                   os.path.join(self.run_dir, self.key.replace("/", "_")),
-                                   checkpoint_dir=checkpoint_root(self),
-                                   balance_k=int(self.settings.get("balance_k", 20)))
+        self.task = self.input
+        self.result = STAGE.run_task(self.split_path, self.task, STAGE.task_dir(self.run_dir, self.task),
+                                     checkpoint_dir=checkpoint_root(self), **STAGE.task_options(self.settings))
         self.next(self.join)
 
     @card(type="blank", id="bam")
@@ -87,9 +83,9 @@ class BamFlow(CsvDatasetFlow):
 
         from recsys.pipeline import bam
 
-        self.results = {i.key: i.result for i in inputs}
+        self.results = {i.task.result_key: i.result for i in inputs}
         prune_checkpoints(self)
-        self.merge_artifacts(inputs, exclude=["key", "result"])
+        self.merge_artifacts(inputs, exclude=["task", "result"])
         self.rows = bam.table_rows(self.results, self.baselines)
         headers, cells = bam.table(self.rows)
         up = self.settings.get("upstream") or {}

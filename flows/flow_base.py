@@ -25,7 +25,7 @@ that help. The names start with ``_`` so Metaflow does not store them as run art
 
 from __future__ import annotations
 
-from metaflow import FlowSpec, Parameter
+from metaflow import Config, FlowSpec, Parameter
 
 DEFAULT_DATASET = "amazon-digital-music"
 OUTPUT_ROOT = "$RECSYS_OUTPUT_DIR or ./outputs"
@@ -47,6 +47,12 @@ def shared(attribute: str, help: str | None = None) -> Parameter:
     """The shared Parameter stored as ``attribute``, with its own help or ``help``."""
     name, default, text = _SPECS[attribute]
     return Parameter(name, default=default, help=help or text)
+
+
+def stage_config(stage: str) -> Config:
+    """A training flow's ``--config cfg FILE``: a YAML merged over ``params/<stage>_<dataset>.yaml``."""
+    return Config("cfg", default_value={}, parser="yaml.safe_load",
+                  help=f"YAML merged over params/{stage}_<dataset>.yaml (same layout)")
 
 
 def output_help(under: str) -> str:

@@ -15,9 +15,9 @@ copy lacks a third of its ratings.
 
 import os
 
-from metaflow import Config, Parameter, card, current, project, resources, retry, step
+from metaflow import Parameter, card, current, project, resources, retry, step
 
-from flow_base import CsvDatasetFlow
+from flow_base import CsvDatasetFlow, stage_config
 from flow_support import checkpoint_root, checkpointed, main, prune_checkpoints
 
 
@@ -28,8 +28,7 @@ class MetaFlow(CsvDatasetFlow):
     _output_under = "meta/<dataset>/<run id>"
     _help = {"dataset": "registered dataset name, one with ratings (see README, 'Datasets')"}
 
-    cfg = Config("cfg", default_value={}, parser="yaml.safe_load",
-                 help="YAML merged over params/meta_<dataset>.yaml (same layout)")
+    cfg = stage_config("meta")
     backbones = Parameter("backbones", default="",
                           help="comma list of gru4rec, narm, sasrec, bert4rec (default: the params file's)")
     methods = Parameter("methods", default="",
@@ -40,25 +39,25 @@ class MetaFlow(CsvDatasetFlow):
 
     @step
     def start(self):
-        """Resolve and check every run's settings, then make the split and describe its ratings."""
-        from recsys.pipeline import meta
+        """Resolve and check every run's settings (the plan of tasks), then make the split and describe
+        its ratings."""
+        from recsys.pipeline.meta import STAGE, rating_table
         from recsys.pipeline.preprocess import check_request
-
-        check_request(self.dataset, "user_split")
         from recsys.pipeline.settings import with_data_options
 
+        check_request(self.dataset, STAGE.protocol)
         override = with_data_options(self.cfg, self.data_path, self.columns, self.sep)
-        self.settings = meta.load_settings(self.dataset, override)
-        self.specs = meta.run_specs(self.settings, self.backbones or None, self.methods or None,
-                                    self.pretrained or None)
-        self.seed_list = meta.parse_seeds(self.seeds or self.settings.get("seeds", [0]))
-        self.run_dir = os.path.abspath(self.output_dir or str(meta.default_run_dir(self.dataset, current.run_id)))
-        prepared = meta.prepare(self.dataset, self.settings, data_dir=self.data_dir or None,
-                                output_dir=os.path.join(self.run_dir, "split"))
+        self.settings = STAGE.load_settings(self.dataset, override)
+        self.tasks = STAGE.plan(self.settings, backbones=self.backbones or None, methods=self.methods or None,
+                                seeds=self.seeds or None, pretrained=self.pretrained or None)
+        self.specs = {t.key: dict(t.spec) for t in self.tasks}
+        self.seed_list = list(dict.fromkeys(t.seed for t in self.tasks))
+        self.run_dir = os.path.abspath(self.output_dir or str(STAGE.default_run_dir(self.dataset, current.run_id)))
+        prepared = STAGE.prepare(self.dataset, self.settings, data_dir=self.data_dir or None,
+                                 output_dir=os.path.join(self.run_dir, "split"))
         self.split_path, self.split_sha256, self.stats = str(prepared.path), prepared.sha256, prepared.stats
-        print(meta.rating_table(self.stats))
-        self.runs = meta.run_list(self.specs, self.seed_list)
-        self.next(self.train, foreach="runs")
+        print(rating_table(self.stats))
+        self.next(self.train, foreach="tasks")
 
     @retry(times=1)
     @checkpointed
@@ -66,23 +65,22 @@ class MetaFlow(CsvDatasetFlow):
     @step
     def train(self):
         """Fit one (backbone, method) with one seed; CUDA when present, else the CPU."""
-        from recsys.pipeline import meta
+        from recsys.pipeline.meta import STAGE
 
-        self.key, self.seed = self.input
-        self.result = meta.run_one(self.split_path, self.key, self.specs[self.key], self.seed,
-                                   os.path.join(self.run_dir, self.key.replace("/", "_"), f"seed{self.seed}"),
-                                   checkpoint_dir=checkpoint_root(self))
+        self.task = self.input
+        self.result = STAGE.run_task(self.split_path, self.task, STAGE.task_dir(self.run_dir, self.task),
+                                     checkpoint_dir=checkpoint_root(self))
         self.next(self.join)
 
     @step
     def join(self, inputs):
         """Mean +- std over seeds per (backbone, method)."""
-        from recsys.pipeline import meta
+        from recsys.pipeline.meta import STAGE
 
-        self.results = {f"{i.key}/seed{i.seed}": i.result for i in inputs}
-        self.rows = meta.aggregate({(i.key, i.seed): i.result for i in inputs})
+        self.results = {f"{i.task.key}/seed{i.task.seed}": i.result for i in inputs}
+        self.rows = STAGE.aggregate({i.task.result_key: i.result for i in inputs})
         prune_checkpoints(self)
-        self.merge_artifacts(inputs, exclude=["key", "seed", "result"])
+        self.merge_artifacts(inputs, exclude=["task", "result"])
         self.next(self.end)
 
     @card(type="blank", id="meta")

@@ -14,9 +14,9 @@ Training steps checkpoint each epoch under ``checkpoints/`` of the output root (
 
 import os
 
-from metaflow import Config, Parameter, card, current, project, resources, retry, step
+from metaflow import Parameter, card, current, project, resources, retry, step
 
-from flow_base import CsvDatasetFlow
+from flow_base import CsvDatasetFlow, stage_config
 from flow_support import checkpoint_root, checkpointed, main, prune_checkpoints
 
 
@@ -26,8 +26,7 @@ class PretrainFlow(CsvDatasetFlow):
 
     _output_under = "pretrain/<dataset>/<protocol>/<run id>"
 
-    cfg = Config("cfg", default_value={}, parser="yaml.safe_load",
-                 help="YAML merged over params/pretrain_<dataset>.yaml (same layout)")
+    cfg = stage_config("pretrain")
     protocol = Parameter("protocol", default="",
                          help="evaluation protocol (default: the params file's default_protocol)")
     models = Parameter("models", default="",

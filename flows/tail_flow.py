@@ -17,9 +17,9 @@ Training steps checkpoint each epoch under ``checkpoints/`` of the output root (
 
 import os
 
-from metaflow import Config, Parameter, card, current, project, resources, retry, schedule, step
+from metaflow import Parameter, card, current, project, resources, retry, schedule, step
 
-from flow_base import CsvDatasetFlow
+from flow_base import CsvDatasetFlow, stage_config
 from flow_support import checkpoint_root, checkpointed, main, prune_checkpoints
 
 
@@ -30,8 +30,7 @@ class TailFlow(CsvDatasetFlow):
 
     _output_under = "tail/<dataset>/<run id>"
 
-    cfg = Config("cfg", default_value={}, parser="yaml.safe_load",
-                 help="YAML merged over params/tail_<dataset>.yaml (same layout)")
+    cfg = stage_config("tail")
     methods = Parameter("methods", default="",
                         help="comma list of mostpop, ease_closed_form, ease, ipw, cvar, posit (default: all configured)")
     seeds = Parameter("seeds", default="", help="comma list of training seeds (default: the params file's seeds)")
@@ -41,24 +40,24 @@ class TailFlow(CsvDatasetFlow):
 
     @step
     def start(self):
-        """Resolve and check every method's settings, then make and save the split."""
-        from recsys.pipeline import tail
+        """Resolve and check every method's settings (the plan of tasks), then make and save the split."""
         from recsys.pipeline.preprocess import check_request
-
-        check_request(self.dataset, "strong_generalization")
         from recsys.pipeline.settings import with_data_options
+        from recsys.pipeline.tail import STAGE, memory_plan
 
+        check_request(self.dataset, STAGE.protocol)
         override = with_data_options(self.cfg, self.data_path, self.columns, self.sep)
-        self.settings = tail.load_settings(self.dataset, override)
-        self.specs = tail.method_configs(self.settings, self.methods or None, self.param_string or None)
-        self.seed_list = tail.parse_seeds(self.seeds or self.settings.get("seeds", [0]))
-        self.run_dir = os.path.abspath(self.output_dir or str(tail.default_run_dir(self.dataset, current.run_id)))
-        prepared = tail.prepare(self.dataset, self.settings, data_dir=self.data_dir or None,
-                                output_dir=os.path.join(self.run_dir, "split"))
+        self.settings = STAGE.load_settings(self.dataset, override)
+        self.tasks = STAGE.plan(self.settings, methods=self.methods or None, params_string=self.param_string or None,
+                                seeds=self.seeds or None)
+        self.specs = {t.key: dict(t.spec) for t in self.tasks}
+        self.seed_list = list(dict.fromkeys(t.seed for t in self.tasks))
+        self.run_dir = os.path.abspath(self.output_dir or str(STAGE.default_run_dir(self.dataset, current.run_id)))
+        prepared = STAGE.prepare(self.dataset, self.settings, data_dir=self.data_dir or None,
+                                 output_dir=os.path.join(self.run_dir, "split"))
         self.split_path, self.split_sha256, self.stats = str(prepared.path), prepared.sha256, prepared.stats
         # memory known before training: a task that can never fit stops the run here
-        self.memory = tail.memory_plan(self.split_path, self.specs)
-        self.tasks = [(m, s) for m in self.specs for s in self.seed_list]
+        self.memory = memory_plan(self.split_path, self.specs)
         self.next(self.train, foreach="tasks")
 
     @retry(times=1)
@@ -67,13 +66,12 @@ class TailFlow(CsvDatasetFlow):
     @step
     def train(self):
         """Fit one method with one seed; the code picks CUDA when present, else the CPU."""
-        from recsys.pipeline import tail
+        from recsys.pipeline.tail import STAGE
 
-        self.method, self.seed = self.input
-        self.result = tail.run_one(self.split_path, self.method, self.specs[self.method], self.seed,
-                                   os.path.join(self.run_dir, self.method, f"seed{self.seed}"),
-                                   checkpoint_dir=checkpoint_root(self),
-                                   memory_dir=os.path.join(self.run_dir, "memory"))
+        self.task = self.input
+        self.result = STAGE.run_task(self.split_path, self.task, STAGE.task_dir(self.run_dir, self.task),
+                                     checkpoint_dir=checkpoint_root(self),
+                                     memory_dir=os.path.join(self.run_dir, "memory"))
         self.next(self.join)
 
     @card(type="blank", id="tail")
@@ -84,10 +82,10 @@ class TailFlow(CsvDatasetFlow):
 
         from recsys.pipeline import tail
 
-        self.results = {f"{i.method}/seed{i.seed}": i.result for i in inputs}
+        self.results = {f"{i.task.key}/seed{i.task.seed}": i.result for i in inputs}
         prune_checkpoints(self)  # finished models removed theirs; drop the empty folders
-        self.rows = tail.aggregate({(i.method, i.seed): i.result for i in inputs})
-        self.merge_artifacts(inputs, exclude=["method", "seed", "result"])
+        self.rows = tail.STAGE.aggregate({i.task.result_key: i.result for i in inputs})
+        self.merge_artifacts(inputs, exclude=["task", "result"])
         headers, cells = tail.table(self.rows)
         current.card.append(Markdown(
             f"# {self.dataset} / strong_generalization\n"

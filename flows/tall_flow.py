@@ -18,9 +18,9 @@ Training steps checkpoint each epoch under ``checkpoints/`` of the output root (
 
 import os
 
-from metaflow import Config, Parameter, card, current, project, resources, retry, schedule, step
+from metaflow import Parameter, card, current, project, resources, retry, schedule, step
 
-from flow_base import CsvDatasetFlow
+from flow_base import CsvDatasetFlow, stage_config
 from flow_support import checkpoint_root, checkpointed, main, prune_checkpoints
 
 
@@ -31,8 +31,7 @@ class TallFlow(CsvDatasetFlow):
 
     _output_under = "tall/<dataset>/<run id>"
 
-    cfg = Config("cfg", default_value={}, parser="yaml.safe_load",
-                 help="YAML merged over params/tall_<dataset>.yaml (same layout)")
+    cfg = stage_config("tall")
     methods = Parameter("methods", default="",
                         help="comma list of methods (default: all in the params file: vae,wl,loca,lft,enlft,tall,...)")
     shards = Parameter("shards", default=0, type=int,
