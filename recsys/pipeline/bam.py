@@ -290,6 +290,10 @@ class BamStage(Stage):
 
     def plan(self, settings: Mapping[str, Any], *, models=None, selections=None, tau=None, linear_size=None,
              multi_loss=None, seed=None) -> list[Task]:
+        from recsys.models.base import Model
+
+        for name in settings.get("baselines") or BAM_BASELINES:  # any model that trains on this split
+            self.require(f"baseline {name!r}", name, Model)
         specs = task_specs(settings, models, selections, tau=tau, linear_size=linear_size, multi_loss=multi_loss,
                            seed=seed)
         return [Task(key, None, spec) for key, spec in specs.items()]

@@ -41,8 +41,6 @@ _KEYS = {"protocol", "threshold", "dataset", "params", "shards", "device", "meth
 def select_methods(settings: Mapping[str, Any], methods: str | None) -> dict:
     """Settings narrowed to the comma list `methods` (default all configured), each checked by
     building its model config (unknown names and bad values stop here, before any training)."""
-    from recsys.models.registry import get_model
-
     configured = settings["methods"]
     wanted = comma_list(methods) or list(configured)
     if not wanted:
@@ -56,7 +54,9 @@ def select_methods(settings: Mapping[str, Any], methods: str | None) -> dict:
         model = cfg.pop("model", METHOD_MODELS.get(name))
         if model is None:
             raise ConfigError(f"method {name!r} needs 'model: <one of {sorted(set(METHOD_MODELS.values()))}>'")
-        klass = get_model(model)
+        from recsys.models.base import UserScorer
+
+        klass = STAGE.require(f"method {name!r}", model, UserScorer)
         where = name if name == model else f"{name} ({model})"
         try:
             klass.Config.from_dict(cfg, where)  # unknown keys name `where`

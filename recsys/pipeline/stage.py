@@ -92,6 +92,20 @@ class Stage:
         """The stage's own checks of loaded settings (none by default)."""
         return settings
 
+    def require(self, where: str, model: str, contract: type) -> type:
+        """The class of registered `model`, or one ConfigError naming the contract the stage needs
+        and the ones the model keeps (a model of the wrong contract stops in the first step)."""
+        from recsys.models.registry import get_model
+
+        klass = get_model(model)
+        if not issubclass(klass, contract):
+            raise ConfigError(f"{where}: model {model!r} keeps the {' / '.join(klass.contracts())} contract; the {self.label} "
+                              f"stage runs {contract.__name__} models")
+        if self.protocol and klass.protocols is not None and self.protocol not in klass.protocols:
+            raise ConfigError(f"{where}: model {model!r} trains on {' / '.join(klass.protocols)} splits; the "
+                              f"{self.label} stage evaluates on {self.protocol}")
+        return klass
+
     # ---- data -------------------------------------------------------------------------------------
     def prepare(self, dataset: str, settings: Mapping[str, Any], *, data_dir=None, output_dir=None):
         """Make and save the stage's split (the preprocessing code); a

@@ -47,3 +47,20 @@ def test_every_method_of_the_catalog_is_a_registered_model():
     assert set(models) <= names
     assert set(catalog.LOCAL_BASE_METHODS) <= set(catalog.LOCAL_METHODS)
     assert catalog.TAIL_PARAM_STRING_METHOD in catalog.TAIL_METHODS
+
+
+def test_a_model_of_the_wrong_contract_is_refused_in_the_first_step_naming_the_contract():
+    import pytest
+
+    from recsys.errors import ConfigError
+    from recsys.pipeline import bam, local
+
+    settings = {"methods": {"vae": {"exponent": 0}, "tall_x": {"model": "multvae"}}, "shards": 1}
+    with pytest.raises(ConfigError, match=r"method 'tall_x': model 'multvae' keeps the ItemScorer contract; the local stage "
+                                          r"runs UserScorer models"):
+        local.select_methods(settings, "tall_x")
+    bam_settings = {"models": ["remi"], "selections": ["hard"], "baselines": {"melo": {}}, "train": {}}
+    with pytest.raises(ConfigError, match=r"baseline 'melo': model 'melo' trains on user_split splits; the BaM "
+                                          r"stage evaluates on leave_one_out"):
+        bam.STAGE.plan(bam_settings)
+    assert [t.key for t in bam.STAGE.plan({**bam_settings, "baselines": {"mostpop": {}, "sasrec": {}}})] == ["remi/hard"]
