@@ -38,6 +38,7 @@ setup(
             "metaflow-torchrun==0.2.2",
             "nbformat>=5",
             "pydantic>=2",  # the configs' JSON schemas -> docs/configs.md (recsys.models.schema)
+            "statsmodels>=0.14",  # independent oracle of the significance tests (Holm, t intervals)
             # tests/deploy: Metaflow deploys to a local moto server (S3, Batch, Step Functions);
             # boto3 >= 1.34 honours AWS_ENDPOINT_URL; Argo templates need the kubernetes client.
             # kubernetes 37.0.2 wants python-dateutil>=3, botocore <3: without the cap pip
