@@ -16,12 +16,10 @@ One training task per (model, selection) (foreach); the join tabulates Recall / 
 the interest balance, and its card shows the table and the interest-usage histograms per selection.
 """
 
-import os
-
-from metaflow import Parameter, card, current, project, resources, retry, step
+from metaflow import Parameter, card, current, project, step
 
 from flow_base import CsvDatasetFlow, stage_config
-from flow_support import checkpoint_root, checkpointed, main, prune_checkpoints
+from flow_support import checkpoint_root, main, prune_checkpoints, stage_settings, stage_split, training_step
 
 
 @project(name="recsys_pipelines")
@@ -45,27 +43,17 @@ class BamFlow(CsvDatasetFlow):
     def start(self):
         """Check every (model, selection)'s settings (the plan of tasks), make the split, fit the baselines."""
         from recsys.pipeline.bam import STAGE, parse_bool, run_baselines
-        from recsys.pipeline.preprocess import check_request
-        from recsys.pipeline.settings import with_data_options
 
-        check_request(self.dataset, STAGE.protocol)
-        override = with_data_options(self.cfg, self.data_path, self.columns, self.sep)
-        self.settings = STAGE.load_settings(self.dataset, override)
+        self.settings = stage_settings(self, STAGE)
         self.tasks = STAGE.plan(self.settings, models=self.model or None, selections=self.selection or None,
                                 tau=self.T, linear_size=self.linear_size,
                                 multi_loss=parse_bool("--multi-loss", self.multi_loss), seed=self.seed)
         self.specs = {t.key: dict(t.spec) for t in self.tasks}
-        self.run_dir = os.path.abspath(self.output_dir or str(STAGE.default_run_dir(self.dataset, current.run_id)))
-        prepared = STAGE.prepare(self.dataset, self.settings, data_dir=self.data_dir or None,
-                                 output_dir=os.path.join(self.run_dir, "split"))
-        self.split_path, self.split_sha256, self.stats = str(prepared.path), prepared.sha256, prepared.stats
+        stage_split(self, STAGE, self.settings)
         self.baselines = run_baselines(self.split_path, self.settings)
         self.next(self.train, foreach="tasks")
 
-    @retry(times=1)
-    @checkpointed
-    @resources(gpu=1, memory=16000, cpu=4)
-    @step
+    @training_step(gpu=1, memory=16000, cpu=4)
     def train(self):
         """Fit one (model, selection); the code picks CUDA when present, else the CPU."""
         from recsys.pipeline.bam import STAGE

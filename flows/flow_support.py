@@ -212,6 +212,39 @@ def checkpointed(step_func):
     return environment(vars={ENV_METAFLOW_CHECKPOINT: "1"})(step_func)
 
 
+def stage_settings(flow, stage, **overrides) -> dict:
+    """A training flow's settings: its ``--config cfg`` with ``--data-path / --columns / --sep``
+    merged in (and `overrides` on top), through the stage's ``load_settings`` (an unknown dataset,
+    key or value stops here, before any data is read)."""
+    from recsys.pipeline.settings import with_data_options
+
+    override = with_data_options(flow.cfg, flow.data_path, flow.columns, flow.sep)
+    override.update(overrides)
+    return stage.load_settings(flow.dataset, override)
+
+
+def stage_split(flow, stage, settings):
+    """The run folder and the stage's split, kept as the flow's artifacts ``run_dir``,
+    ``split_path``, ``split_sha256`` and ``stats``; returns the prepared split."""
+    flow.run_dir = os.path.abspath(flow.output_dir or str(stage.default_run_dir(flow.dataset, current.run_id)))
+    prepared = stage.prepare(flow.dataset, settings, data_dir=flow.data_dir or None,
+                             output_dir=os.path.join(flow.run_dir, "split"))
+    flow.split_path, flow.split_sha256, flow.stats = str(prepared.path), prepared.sha256, prepared.stats
+    return prepared
+
+
+def training_step(*, gpu=1, memory: int = 16000, cpu: int = 4, retries: int = 1):
+    """The decorators of every training step, in their order: ``@retry(times=retries)``,
+    :func:`checkpointed`, ``@resources(gpu=..., memory=..., cpu=...)``, ``@step`` (the code picks
+    CUDA when the machine has it and runs on the CPU otherwise)."""
+    from metaflow import resources, retry, step
+
+    def wrap(func):
+        return retry(times=retries)(checkpointed(resources(gpu=gpu, memory=memory, cpu=cpu)(step(func))))
+
+    return wrap
+
+
 def _save_to_metaflow(checkpointer, root: Path, path: Path, epoch: int) -> None:
     """Save the model folder ``root/<key>`` that holds the new checkpoint through @checkpoint."""
     try:

@@ -13,12 +13,10 @@ a card with the table and the error per true rating value. ML-1M stops in ``star
 copy lacks a third of its ratings.
 """
 
-import os
-
-from metaflow import Parameter, card, current, project, resources, retry, step
+from metaflow import Parameter, card, current, project, step
 
 from flow_base import CsvDatasetFlow, stage_config
-from flow_support import checkpoint_root, checkpointed, main, prune_checkpoints
+from flow_support import checkpoint_root, main, prune_checkpoints, stage_settings, stage_split, training_step
 
 
 @project(name="recsys_pipelines")
@@ -42,27 +40,17 @@ class MetaFlow(CsvDatasetFlow):
         """Resolve and check every run's settings (the plan of tasks), then make the split and describe
         its ratings."""
         from recsys.pipeline.meta import STAGE, rating_table
-        from recsys.pipeline.preprocess import check_request
-        from recsys.pipeline.settings import with_data_options
 
-        check_request(self.dataset, STAGE.protocol)
-        override = with_data_options(self.cfg, self.data_path, self.columns, self.sep)
-        self.settings = STAGE.load_settings(self.dataset, override)
+        self.settings = stage_settings(self, STAGE)
         self.tasks = STAGE.plan(self.settings, backbones=self.backbones or None, methods=self.methods or None,
                                 seeds=self.seeds or None, pretrained=self.pretrained or None)
         self.specs = {t.key: dict(t.spec) for t in self.tasks}
         self.seed_list = list(dict.fromkeys(t.seed for t in self.tasks))
-        self.run_dir = os.path.abspath(self.output_dir or str(STAGE.default_run_dir(self.dataset, current.run_id)))
-        prepared = STAGE.prepare(self.dataset, self.settings, data_dir=self.data_dir or None,
-                                 output_dir=os.path.join(self.run_dir, "split"))
-        self.split_path, self.split_sha256, self.stats = str(prepared.path), prepared.sha256, prepared.stats
+        stage_split(self, STAGE, self.settings)
         print(rating_table(self.stats))
         self.next(self.train, foreach="tasks")
 
-    @retry(times=1)
-    @checkpointed
-    @resources(gpu=1, memory=16000, cpu=4)
-    @step
+    @training_step(gpu=1, memory=16000, cpu=4)
     def train(self):
         """Fit one (backbone, method) with one seed; CUDA when present, else the CPU."""
         from recsys.pipeline.meta import STAGE

@@ -14,10 +14,10 @@ Training steps checkpoint each epoch under ``checkpoints/`` of the output root (
 
 import os
 
-from metaflow import Parameter, card, current, project, resources, retry, step
+from metaflow import Parameter, card, current, project, step
 
 from flow_base import CsvDatasetFlow, stage_config
-from flow_support import checkpoint_root, checkpointed, main, prune_checkpoints
+from flow_support import checkpoint_root, main, prune_checkpoints, training_step
 
 
 @project(name="recsys_pipelines")
@@ -59,10 +59,7 @@ class PretrainFlow(CsvDatasetFlow):
         self.model_names = list(self.section["models"])
         self.next(self.train, foreach="model_names")
 
-    @retry(times=1)
-    @checkpointed
-    @resources(gpu=1, memory=16000, cpu=4)
-    @step
+    @training_step(gpu=1, memory=16000, cpu=4)
     def train(self):
         """Fit one model; the code picks CUDA when present, else the CPU."""
         from recsys.pipeline import pretrain as pt

@@ -17,10 +17,10 @@ Training steps checkpoint each epoch under ``checkpoints/`` of the output root (
 
 import os
 
-from metaflow import Parameter, card, current, project, resources, retry, schedule, step
+from metaflow import Parameter, card, current, project, schedule, step
 
 from flow_base import CsvDatasetFlow, stage_config
-from flow_support import checkpoint_root, checkpointed, main, prune_checkpoints
+from flow_support import checkpoint_root, main, prune_checkpoints, stage_settings, stage_split, training_step
 
 
 @project(name="recsys_pipelines")
@@ -41,29 +41,19 @@ class TailFlow(CsvDatasetFlow):
     @step
     def start(self):
         """Resolve and check every method's settings (the plan of tasks), then make and save the split."""
-        from recsys.pipeline.preprocess import check_request
-        from recsys.pipeline.settings import with_data_options
         from recsys.pipeline.tail import STAGE, memory_plan
 
-        check_request(self.dataset, STAGE.protocol)
-        override = with_data_options(self.cfg, self.data_path, self.columns, self.sep)
-        self.settings = STAGE.load_settings(self.dataset, override)
+        self.settings = stage_settings(self, STAGE)
         self.tasks = STAGE.plan(self.settings, methods=self.methods or None, params_string=self.param_string or None,
                                 seeds=self.seeds or None)
         self.specs = {t.key: dict(t.spec) for t in self.tasks}
         self.seed_list = list(dict.fromkeys(t.seed for t in self.tasks))
-        self.run_dir = os.path.abspath(self.output_dir or str(STAGE.default_run_dir(self.dataset, current.run_id)))
-        prepared = STAGE.prepare(self.dataset, self.settings, data_dir=self.data_dir or None,
-                                 output_dir=os.path.join(self.run_dir, "split"))
-        self.split_path, self.split_sha256, self.stats = str(prepared.path), prepared.sha256, prepared.stats
+        stage_split(self, STAGE, self.settings)
         # memory known before training: a task that can never fit stops the run here
         self.memory = memory_plan(self.split_path, self.specs)
         self.next(self.train, foreach="tasks")
 
-    @retry(times=1)
-    @checkpointed
-    @resources(gpu=1, memory=16000, cpu=4)
-    @step
+    @training_step(gpu=1, memory=16000, cpu=4)
     def train(self):
         """Fit one method with one seed; the code picks CUDA when present, else the CPU."""
         from recsys.pipeline.tail import STAGE

@@ -18,10 +18,10 @@ Training steps checkpoint each epoch under ``checkpoints/`` of the output root (
 
 import os
 
-from metaflow import Parameter, card, current, project, resources, retry, schedule, step
+from metaflow import Parameter, card, current, project, schedule, step
 
 from flow_base import CsvDatasetFlow, stage_config
-from flow_support import checkpoint_root, checkpointed, main, prune_checkpoints
+from flow_support import checkpoint_root, main, prune_checkpoints, stage_settings, stage_split, training_step
 
 
 @project(name="recsys_pipelines")
@@ -41,25 +41,13 @@ class TallFlow(CsvDatasetFlow):
     def start(self):
         """Settings (bad names and values stop here), the split, mainstream scores and groups."""
         from recsys.pipeline import local as lc
-        from recsys.pipeline.preprocess import check_request
 
-        from recsys.pipeline.settings import with_data_options
-
-        override = with_data_options(self.cfg, self.data_path, self.columns, self.sep)
-        if self.shards:
-            override["shards"] = self.shards
-        self.settings = lc.select_methods(lc.load_settings(self.dataset, override), self.methods or None)
-        check_request(self.dataset, "random_split")
-        self.run_dir = os.path.abspath(self.output_dir or str(lc.default_run_dir(self.dataset, current.run_id)))
-        prepared = lc.prepare(self.dataset, self.settings, data_dir=self.data_dir or None,
-                              output_dir=os.path.join(self.run_dir, "split"))
-        self.split_path, self.split_sha256, self.stats = str(prepared.path), prepared.sha256, prepared.stats
+        settings = stage_settings(self, lc.STAGE, **({"shards": self.shards} if self.shards else {}))
+        self.settings = lc.select_methods(settings, self.methods or None)
+        stage_split(self, lc.STAGE, self.settings)
         self.next(self.base)
 
-    @retry(times=1)
-    @checkpointed
-    @resources(gpu=1, memory=16000, cpu=4)
-    @step
+    @training_step(gpu=1, memory=16000, cpu=4)
     def base(self):
         """The global VAE and WL (baselines, LOCA's global model, LFT / EnLFT's start), then the shared
         preparation of LOCA / LFT / EnLFT (embeddings, anchors, neighbourhoods), once for all their shards."""
@@ -72,10 +60,7 @@ class TallFlow(CsvDatasetFlow):
         self.tasks = lc.plan(self.settings, n_users) or [{"method": None, "shard": 0, "n_shards": 1, "items": None}]
         self.next(self.train, foreach="tasks")
 
-    @retry(times=1)
-    @checkpointed
-    @resources(gpu=1, memory=16000, cpu=4)
-    @step
+    @training_step(gpu=1, memory=16000, cpu=4)
     def train(self):
         """One (method, shard) task; writes its tensors to a file, passes the path on."""
         from recsys.pipeline import local as lc

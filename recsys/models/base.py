@@ -515,8 +515,9 @@ class TaskRater(Model):
     """Predicts the rating of a cold-start user's last item from the user's few known ratings, one
     task per user (support sequences to adapt on, query sequences to predict; a ``user_split``):
     ``predict_tasks(tasks) -> [T]`` on the 1..5 scale; ``evaluate_split(split, stage)`` returns RMSE /
-    MAE overall and per true rating value. Its prediction needs the user's support data, which is
-    why it is not a :class:`SequenceRater` (that is the backbone it may adapt)."""
+    MAE overall and per true rating value. Its prediction adapts to the user's support data; the
+    meta stage's learners are also :class:`SequenceRater` s, whose ``predict_ratings`` is the
+    prediction before any adaptation (for a user of whom nothing is known yet)."""
 
     protocols = ("user_split",)
 

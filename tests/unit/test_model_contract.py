@@ -236,13 +236,19 @@ def test_interest_model_scores_are_the_max_over_its_interests(name, sequence_spl
 
 
 @pytest.mark.parametrize("name", claiming(SequenceRater))
-def test_sequence_rater_gives_one_rating_per_position_on_the_rating_scale(name, sequence_split):
-    model = _seq_fitted(name, sequence_split)
+def test_sequence_rater_gives_one_rating_per_position_on_the_rating_scale(name, sequence_split, rating_split,
+                                                                          tmp_path):
+    own = {"leave_one_out": sequence_split, "user_split": rating_split}[registry.get_model(name).protocols[0]]
+    with pytest.raises(NotFittedError):
+        _build(name).predict_ratings(torch.ones(1, 3, dtype=torch.long))
+    model = _seq_fitted(name, own)
     tokens = torch.zeros(4, 6, dtype=torch.long)
     tokens[:, 2:] = torch.arange(1, 17).view(4, 4)  # right-aligned, PAD on the left
     r = model.predict_ratings(tokens)
     assert r.shape == (4, 6) and bool(((r >= 0.5) & (r <= 5.5)).all())
     torch.testing.assert_close(model.predict_ratings(tokens), r)  # evaluation mode: no dropout
+    loaded = type(model).load(model.save(tmp_path / "m.pt"))
+    torch.testing.assert_close(loaded.predict_ratings(tokens), r)
 
 
 # ---- TaskRater ------------------------------------------------------------------------------------

@@ -97,5 +97,5 @@ def test_cloud_memory_advice_matches_the_flows_declared_resources():
 
     assert tail.cloud_memory_mb(int(6.0 * 2**30)) == 7409  # 15 % headroom, in MB (10^6 bytes)
     text = (REPO / "flows" / "tail_flow.py").read_text()
-    declared = re.search(r"@resources\(gpu=1, memory=(\d+)", text.split("def train")[0].rsplit("@retry", 1)[1])
+    declared = re.search(r"@training_step\(gpu=1, memory=(\d+), cpu=\d+\)\n    def train", text)
     assert declared and int(declared.group(1)) == tail.DECLARED_MEMORY_MB

@@ -35,7 +35,7 @@ from torch import Tensor
 from recsys.checks import check_int
 from recsys.errors import ConfigError, DataError
 from recsys.metrics.regression import mae, per_rating_report, rmse
-from recsys.models.base import IterativeConfig, IterativeModel, Model, ModelConfig, TaskRater
+from recsys.models.base import IterativeConfig, IterativeModel, Model, ModelConfig, SequenceRater, TaskRater
 from recsys.models.meta.functional import item_table_name
 from recsys.models.sequential.layers import RATING_SCALE
 from recsys.models.sequential.sequences import PAD
@@ -165,7 +165,7 @@ def _task_order(tasks: Tasks) -> np.ndarray:
                       kind="stable")
 
 
-class ColdStartRater(TaskRater):
+class ColdStartRater(TaskRater, SequenceRater):
     """What every cold-start predictor shares (see the module docstring): the
     :class:`~recsys.models.base.TaskRater` contract over MELO's tasks."""
 
@@ -192,6 +192,15 @@ class ColdStartRater(TaskRater):
 
     def predict_tasks(self, tasks: Tasks) -> np.ndarray:
         raise NotImplementedError
+
+    def predict_ratings(self, tokens) -> Tensor:
+        """The :class:`~recsys.models.base.SequenceRater` output before any adaptation: ratings
+        [B, W] on the 1..5 scale at every position of right-aligned tokens (item i = token i + 1,
+        PAD = 0) from the learned backbone -- for the meta learners its meta-learned initial
+        weights, the prediction for a user of whom nothing is known yet (``predict_tasks`` adapts
+        to a user's support data first)."""
+        self._check_fitted()
+        return self.backbone_.predict_ratings(tokens)
 
     def evaluate_tasks(self, tasks: Tasks) -> dict[str, Any]:
         """RMSE / MAE of the task targets, per true rating value too (the predictions under "pred",
@@ -263,6 +272,11 @@ class GlobalMean(ColdStartRater, Model):
     def predict_tasks(self, tasks: Tasks) -> np.ndarray:
         self._check_fitted()
         return np.full(len(tasks), float(self.mean_))
+
+    def predict_ratings(self, tokens) -> Tensor:
+        """The mean training rating at every position of `tokens` [B, W]."""
+        self._check_fitted()
+        return torch.full(tuple(torch.as_tensor(tokens).shape), float(self.mean_))
 
 
 # ---- backbone helpers ----------------------------------------------------------------------------
