@@ -63,7 +63,7 @@ def compare_dataset(runs: dict, n_resamples: int) -> dict:
             rows[m] = {"rmse": math.sqrt(mean), "rmse_ci": [math.sqrt(low), math.sqrt(high)],
                        "mse": mean, "n_users": int(scores[m].size)}
         for m, t in tests.items():
-            rows[m].update({"vs": REFERENCE, "mse_diff": -t["mean_diff"], "relative_mse_diff": -t["relative"],
+            rows[m].update({"vs": REFERENCE, "mse_diff": -t["mean_diff"], "relative_mse_diff": -t["relative"],  # of -error
                             "p_randomization": t["p_randomization"], "p_wilcoxon": t["p_wilcoxon"]})
             pending.append((bb, m))
         out[bb] = {"seeds": seeds, "methods": rows}

@@ -6,7 +6,7 @@
 
 ``start`` makes (or reuses, ``--split-dir``) the split; ``train`` is one ``@torchrun`` step run on
 ``--nodes`` machines (``num_parallel``), each starting ``nproc_per_node`` ranks of
-``recsys.training.ddp_fit`` (``params/ddp_default.yaml``: 1 per node; one per GPU on a GPU node);
+``recsys.pipeline.ddp_fit`` (``params/ddp_default.yaml``: 1 per node; one per GPU on a GPU node);
 rank 0 writes the model and its result; ``join`` gathers it and ``end`` prints the curve and test
 metrics. Needs ``pip install 'recsys-pipelines[distributed]'`` (metaflow-torchrun).
 """
@@ -43,14 +43,13 @@ class DataParallelFlow(DatasetFlow):
     def start(self):
         """Check the request, make and save the split, fan out to the nodes."""
         from recsys.pipeline import ddp
-        from recsys.pipeline.preprocess import default_output_root
 
         self.config = json.loads(self.model_config or "{}")
         ddp.check_request(self.model, self.nodes, self.config)
-        self.run_dir = os.path.abspath(self.output_dir or str(
-            default_output_root() / "ddp" / self.dataset / current.run_id))
-        prepared = ddp.prepare(self.dataset, self.protocol, output_dir=os.path.join(self.run_dir, "split"),
-                               data_dir=self.data_dir or None, split_dir=self.split_dir)
+        self.run_dir = os.path.abspath(self.output_dir or str(ddp.STAGE.default_run_dir(self.dataset, current.run_id)))
+        prepared = ddp.prepare(self.dataset, self.protocol, model=self.model,
+                               output_dir=os.path.join(self.run_dir, "split"), data_dir=self.data_dir or None,
+                               split_dir=self.split_dir)
         self.split_path, self.split_sha256 = str(prepared.path), prepared.sha256
         self.next(self.train, num_parallel=self.nodes)
 

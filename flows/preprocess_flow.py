@@ -34,13 +34,12 @@ class PreprocessFlow(CsvDatasetFlow):
     @step
     def start(self):
         """Check names and settings before touching any data."""
-        from recsys.pipeline.preprocess import check_request, resolve_settings
-
-        check_request(self.dataset, self.protocol)
+        from recsys.pipeline.preprocess import STAGE, check_request
         from recsys.pipeline.settings import with_data_options
 
-        self.settings = resolve_settings(dict(self.cfg), self.dataset, self.protocol)
-        self.settings = with_data_options(self.settings, self.data_path, self.columns, self.sep)
+        check_request(self.dataset, self.protocol)
+        self.settings = with_data_options(STAGE.load_settings(self.dataset, dict(self.cfg), protocol=self.protocol),
+                                          self.data_path, self.columns, self.sep)
         self.next(self.split)
 
     @card(type="blank", id="stats")
@@ -51,16 +50,8 @@ class PreprocessFlow(CsvDatasetFlow):
 
         from recsys.pipeline import preprocess as pp
 
-        out = self.output_dir or os.path.join(
-            str(pp.default_output_root()), "splits", self.dataset, self.protocol, current.run_id)
-        prepared = pp.prepare_split(
-            self.dataset, self.protocol,
-            data_dir=self.data_dir or None,
-            threshold=self.settings["threshold"],
-            dataset_options=self.settings["dataset"],
-            protocol_params=self.settings["protocol"],
-            output_dir=out,
-        )
+        out = self.output_dir or str(pp.STAGE.default_run_dir(self.dataset, current.run_id, self.protocol))
+        prepared = pp.STAGE.prepare(self.dataset, self.settings, data_dir=self.data_dir or None, output_dir=out)
         # Only the path, its digest and small counts travel as artifacts; the matrices stay on disk.
         self.split_path = os.path.abspath(prepared.path)
         self.split_sha256 = prepared.sha256

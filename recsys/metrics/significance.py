@@ -128,7 +128,7 @@ def holm(pvalues: Sequence[float]) -> list[float]:
 
 
 def effect_size(a, b) -> dict[str, float]:
-    """``mean_diff`` (a - b), ``relative`` (mean_diff / mean of b), ``cohen_dz`` (mean / sd of the
+    """``mean_diff`` (a - b), ``relative`` (mean_diff / |mean of b|: same sign as mean_diff), ``cohen_dz`` (mean / sd of the
     differences) and ``rank_biserial`` (matched pairs: (R+ - R-) / (R+ + R-) of the signed ranks)."""
     from scipy import stats
 
@@ -139,7 +139,7 @@ def effect_size(a, b) -> dict[str, float]:
     ranks = stats.rankdata(np.abs(nz))
     total = ranks.sum()
     return {"mean_diff": float(d.mean()),
-            "relative": float(d.mean() / y.mean()) if y.mean() != 0 else math.nan,
+            "relative": float(d.mean() / abs(y.mean())) if y.mean() != 0 else math.nan,
             "cohen_dz": float(d.mean() / sd) if sd and sd > 0 else math.nan,
             "rank_biserial": float((ranks[nz > 0].sum() - ranks[nz < 0].sum()) / total) if total > 0 else 0.0}
 

@@ -524,9 +524,16 @@ class TaskRater(Model):
     def predict_tasks(self, tasks) -> np.ndarray:
         raise NotImplementedError
 
-    def evaluate_split(self, split, stage: str, **_: Any) -> dict[str, Any]:
-        """RMSE / MAE of the stage's tasks (ranking arguments are ignored: a rater ranks nothing)."""
+    def evaluate_split(self, split, stage: str, *, ks: Iterable[int] = (), metrics: Iterable[str] = (),
+                       recall_denominator: str | None = None) -> dict[str, Any]:
+        """RMSE / MAE of the stage's tasks; a ranking request (`ks`, `metrics`) is a ConfigError:
+        a rater ranks nothing."""
         raise NotImplementedError
+
+    def _refuse_ranking(self, ks, metrics) -> None:
+        if tuple(ks or ()) or tuple(metrics or ()):
+            raise ConfigError(f"{self.name} predicts ratings: evaluate_split gives RMSE / MAE, not ranking metrics "
+                              f"(ks={tuple(ks or ())}, metrics={tuple(metrics or ())})")
 
 
 class InterestModel(SequenceScorer):

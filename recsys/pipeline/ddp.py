@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 from recsys.errors import ConfigError
 from recsys.io import write_json
-from recsys.pipeline.ddp_fit import check_model, data_parallel_models  # noqa: F401  (the flow's check)
+from recsys.pipeline.ddp_fit import check_model
 from recsys.pipeline.stage import Stage, Task
 
 ENTRYPOINT = "recsys.pipeline.ddp_fit"
@@ -39,15 +39,16 @@ def check_request(model: str, nodes: int, config: Mapping[str, Any]) -> None:
     build(model, **config)  # a bad key or value stops here, before any machine starts
 
 
-def prepare(dataset: str, protocol: str, *, output_dir, data_dir: str | None = None, split_dir: str = ""):
-    """The split (made with the pretraining profile's protocol parameters, or reused from `split_dir`)."""
+def prepare(dataset: str, protocol: str, *, model: str, output_dir, data_dir: str | None = None, split_dir: str = ""):
+    """The split (made with the pretraining profile's protocol parameters, or reused from `split_dir`);
+    `model` must train on that protocol (TALL: random_split)."""
     from recsys.pipeline import pretrain as pt
     from recsys.pipeline.preprocess import load_saved_split
 
     if split_dir:  # the split says its protocol; --protocol, when given, must match it
         return load_saved_split(split_dir, protocol or None, dataset)
     settings = pt.load_settings(dataset)
-    section = pt.protocol_settings(settings, protocol or None, None)  # the protocol and its parameters
+    section = pt.protocol_settings(settings, protocol or None, model)  # the protocol, its parameters, the model's check
     return pt.prepare(dataset, section, data_dir=data_dir, output_dir=output_dir)
 
 
@@ -82,10 +83,10 @@ class DataParallelStage(Stage):
         return pt.load_settings(dataset, override)
 
     def prepare(self, dataset: str, settings: Mapping[str, Any], *, data_dir=None, output_dir=None):
-        return prepare(dataset, settings.get("protocol", ""), output_dir=output_dir, data_dir=data_dir,
-                       split_dir=settings.get("split_dir", ""))
+        return prepare(dataset, settings.get("protocol", ""), model=settings["model"], output_dir=output_dir,
+                       data_dir=data_dir, split_dir=settings.get("split_dir", ""))
 
-    def plan(self, settings: Mapping[str, Any], *, model: str, nodes: int = 1, config=None, **_: Any) -> list[Task]:
+    def plan(self, settings: Mapping[str, Any], *, model: str, nodes: int = 1, config=None) -> list[Task]:
         check_request(model, nodes, dict(config or {}))
         return [Task(model, None, {"model": model, "config": dict(config or {}), "nodes": nodes})]
 

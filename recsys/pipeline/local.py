@@ -419,8 +419,9 @@ class LocalStage(Stage):
         return group_plot_png(context["results"]) if context.get("results") else None
 
     def run_all(self, dataset: str, settings: Mapping[str, Any], *, data_dir=None, output_dir,
-                progress=print, **choices: Any) -> dict:
-        """The whole stage in one process (the notebook's path; the flow runs the same calls as steps)."""
+                progress=print) -> dict:
+        """The whole stage in one process (the notebook's path; the flow runs the same calls as steps);
+        choose methods beforehand with :func:`select_methods`."""
         out = Path(output_dir)
         prepared = self.prepare(dataset, settings, data_dir=data_dir, output_dir=out / "split")
         base = train_base(prepared.path, settings, out / "models")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import io
-import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -13,7 +11,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.errors import ConfigError
-from recsys.io import sha256_dir
 from recsys.pipeline.settings import default_output_root  # noqa: F401  (where the flows import it from)
 from recsys.pipeline.stage import Stage
 # making and loading saved splits: recsys.pipeline.splits (every stage's split); named here too
@@ -167,8 +164,8 @@ class PreprocessStage(Stage):
     def default_run_dir(self, dataset: str, run_id: str, protocol: str = "") -> Path:
         return default_output_root() / self.name / dataset / protocol / str(run_id)
 
-    def plan(self, settings: Mapping[str, Any], **_: Any) -> list:
-        return []
+    def plan(self, settings: Mapping[str, Any]) -> list:
+        return []  # it trains nothing
 
     def aggregate(self, results):
         return []

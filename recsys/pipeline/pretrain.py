@@ -10,7 +10,6 @@ and :func:`comparison`.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import time
 from pathlib import Path
@@ -253,7 +252,7 @@ class PretrainStage(Stage):
     def default_run_dir(self, dataset: str, run_id: str, protocol: str = "") -> Path:
         return default_output_root() / self.name / dataset / protocol / str(run_id)
 
-    def plan(self, section: Mapping[str, Any], **_: Any) -> list[Task]:
+    def plan(self, section: Mapping[str, Any]) -> list[Task]:
         """One task per model of a protocol section (:func:`protocol_settings` checked them)."""
         return [Task(name, None, {"model": name, "config": dict(cfg)}) for name, cfg in section["models"].items()]
 

@@ -163,7 +163,7 @@ class Stage:
 
         headers, cells = self.table(rows)
         return publish(run_dir, title=title, intro=intro, headers=headers, cells=cells, results=results,
-                       png=png if png is not None else self.plot_png(rows))
+                       png=png if png is not None else self.plot_png(rows, results=results))
 
     # ---- the whole stage in one process -------------------------------------------------------------
     def run_all(self, dataset: str, settings: Mapping[str, Any], *, data_dir=None, output_dir,

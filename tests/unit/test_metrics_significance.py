@@ -92,6 +92,9 @@ def test_effect_sizes_by_hand():
     assert e["cohen_dz"] == pytest.approx((7 / 3) / np.std([2, 2, 3], ddof=1))
     assert e["rank_biserial"] == 1.0
     assert sig.effect_size([1, 2], [2, 1])["rank_biserial"] == 0.0
+    # negated scores (errors compared as -error): the relative difference keeps the sign of the difference
+    neg = sig.effect_size([-1.0, -1.0], [-2.0, -2.0])
+    assert neg["mean_diff"] == 1.0 and neg["relative"] == 0.5
 
 
 def test_pairs_with_a_missing_score_are_dropped_and_mismatched_units_refused():

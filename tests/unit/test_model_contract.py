@@ -263,8 +263,10 @@ def test_task_rater_fit_split_predict_evaluate_save_load_and_determinism(name, r
     tasks = model.stage_tasks(rating_split, "test")
     pred = model.predict_tasks(tasks)
     assert pred.shape == (len(tasks),) and bool(((pred >= 0.5) & (pred <= 5.5)).all())
-    ev = model.evaluate_split(rating_split, "test", ks=(10,), metrics=("ndcg",))  # ranking arguments ignored
+    ev = model.evaluate_split(rating_split, "test")
     assert ev["n"] == len(tasks) and ev["rmse"] >= ev["mae"] > 0
+    with pytest.raises(ConfigError, match="predicts ratings: evaluate_split gives RMSE / MAE"):
+        model.evaluate_split(rating_split, "test", ks=(10,), metrics=("ndcg",))
     np.testing.assert_array_equal(ev["pred"], pred)
     loaded = type(model).load(model.save(tmp_path / "m.pt"))
     np.testing.assert_array_equal(loaded.predict_tasks(tasks), pred)

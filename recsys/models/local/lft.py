@@ -462,7 +462,7 @@ class LFT(_FineTuned):
     def evaluate_users(self, target: sp.csr_matrix, users: np.ndarray | None = None, *,
                        ks: Iterable[int] = REPORT_KS, metrics: Iterable[str] = REPORT_METRICS,
                        recall_denominator: str = "n", keep_topk: bool = False):
-        """As :meth:`LocalModel.evaluate_users` (training items excluded), from the kept top-M:
+        """As :meth:`UserScorer.evaluate_users` (training items excluded), from the kept top-M:
         exact for k <= M = min(keep_top, I); a larger k raises instead of ranking the floor."""
         self._check_fitted()
         ks = tuple(ks)

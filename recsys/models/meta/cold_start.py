@@ -220,7 +220,8 @@ class ColdStartRater(TaskRater, SequenceRater):
     def fit_split(self, split, *, validate: bool = True):
         return self.fit(split, validate=validate)
 
-    def evaluate_split(self, split, stage: str, **_: Any) -> dict[str, Any]:
+    def evaluate_split(self, split, stage: str, *, ks=(), metrics=(), recall_denominator=None) -> dict[str, Any]:
+        self._refuse_ranking(ks, metrics)
         return self.evaluate(split, stage)
 
     @staticmethod
