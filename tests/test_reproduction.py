@@ -42,3 +42,12 @@ def test_strong_generalization_models_far_above_most_popular(tmp_path):
     pop = result["mostpop"]["test"]["ndcg@100"]
     for name in ("multvae", "multdae", "ease"):
         assert result[name]["test"]["ndcg@100"] > 1.5 * pop, (name, result[name]["test"], pop)
+
+
+def test_default_profile_sequential_models_learn_on_ml100k(tmp_path):
+    """Issue 34 item 5: with the default profile (budgets in updates), SASRec, GRU4Rec and NARM beat
+    most-popular's NDCG@10 by at least 20 % on ML-100K leave-one-out."""
+    models = run_script("repro_defaults_ml100k.py", tmp_path / "defaults.json")["models"]
+    pop = models["mostpop"]["test"]["ndcg@10"]
+    for name in ("sasrec", "gru4rec", "narm"):
+        assert models[name]["test"]["ndcg@10"] >= 1.2 * pop, (name, models[name]["test"], pop)

@@ -332,3 +332,17 @@ def test_pretrain_stage_trains_the_sequential_models(name, tmp_path):
     out = pt.train_and_evaluate(split, name, dict(cfg, epochs=2), tmp_path / name)
     assert set(out["test"]) == {"hit@10", "hit@20", "ndcg@10", "ndcg@20"} and out["epochs"] == 2
     assert np.load(out["files"]["item_embeddings"]["path"]).shape == (60, 32)
+
+
+def test_budgets_in_updates_raise_epochs_and_patience_on_data_with_few_users(split):
+    model = registry.build("gru4rec", **{**FAST["gru4rec"], "epochs": 30, "patience": 5})
+    assert model._budget(4) == (30, 5)  # off by default
+    model = registry.build("gru4rec", **{**FAST["gru4rec"], "epochs": 30, "patience": 5, "min_updates": 1500,
+                                         "patience_updates": 200})
+    assert model._budget(4) == (375, 50) and model._budget(100) == (30, 5) and model._budget(7) == (215, 29)
+    # a real fit: 300 users in batches of 128 = 3 updates an epoch, so 10 updates take 4 epochs
+    cfg = {**FAST["gru4rec"], "epochs": 1, "patience": None, "batch_size": 128, "min_updates": 10}
+    fitted = registry.build("gru4rec", **cfg).fit(split)
+    assert len(fitted.history_) == 4
+    with pytest.raises(ConfigError, match="min_updates"):
+        registry.build("gru4rec", min_updates=-1)

@@ -89,6 +89,11 @@ class SequentialConfig(IterativeConfig):
     eval_ks: tuple[int, ...] = (10,)
     monitor: str = "ndcg@10"  # "<hit|ndcg>@k" with k in eval_ks
     eval_batch_size: int = 1024  # users per ranking batch ([B, n_items] scores), encoded batch_size at a time
+    # budgets in optimiser updates, for data with few users (an epoch of 943 users is 4 updates):
+    # epochs is raised to ceil(min_updates / updates per epoch), patience to ceil(patience_updates /
+    # updates per epoch); 0 = off (the budget is epochs / patience as given)
+    min_updates: int = 0
+    patience_updates: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "eval_ks", _int_tuple("eval_ks", self.eval_ks))
@@ -103,6 +108,8 @@ class SequentialConfig(IterativeConfig):
         for name in ("hidden", "batch_size", "length_pool", "eval_batch_size"):
             check_int(name, getattr(self, name), 1)
         check_int("warmup_steps", self.warmup_steps, 0)
+        check_int("min_updates", self.min_updates, 0)
+        check_int("patience_updates", self.patience_updates, 0)
         check_float("dropout", self.dropout, 0.0, 1.0, high_open=True)
         check_float("lr", self.lr, 0.0, low_open=True)
         if not (isinstance(self.betas, tuple) and len(self.betas) == 2):
@@ -206,6 +213,16 @@ class SequentialModel(IterativeModel, SequenceScorer, SequenceRater):
         return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas)
 
+    def _budget(self, updates_per_epoch: int) -> tuple[int, int | None]:
+        """(epochs, patience) of a fit with `updates_per_epoch` batches: the config's, raised to
+        ``min_updates`` / ``patience_updates`` worth of epochs where those are set."""
+        c, per = self.config, max(1, updates_per_epoch)
+        epochs = max(c.epochs, -(-c.min_updates // per)) if c.min_updates else c.epochs
+        patience = c.patience
+        if c.patience_updates and patience is not None:
+            patience = max(patience, -(-c.patience_updates // per))
+        return epochs, patience
+
     def _scheduler(self, opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
         warm = self.config.warmup_steps
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / (warm + 1)))
@@ -296,8 +313,9 @@ class SequentialModel(IterativeModel, SequenceScorer, SequenceRater):
             job = Job(epoch_fn, validate_fn, weights={"net": self.net_}, state={"opt": opt, "sched": sched, "rng": rng})
             data = {"n_users": seqs.n_users, "n_items": seqs.n_items, "n_interactions": int(len(seqs.items)),
                     "objective": objective, "warm_start": warm_start}
+            epochs, patience = self._budget(-(-len(users) // cfg.batch_size))
             result = self._train(job, monitor=monitor, mode=mode, tag="" if objective == "next_item" else "ratings",
-                                 data=data)
+                                 data=data, epochs=epochs, patience=patience)
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch or len(self.history_)
         self.stop_reason_ = result.stop_reason  # "epochs", "patience" or "max_seconds"
