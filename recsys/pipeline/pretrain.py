@@ -10,6 +10,7 @@ and :func:`comparison`.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import time
 from pathlib import Path
@@ -231,6 +232,8 @@ class PretrainStage(Stage):
         check_dataset(dataset)
         path = stage_params_file("pretrain", dataset, override=override, section="protocols")
         settings = merged_settings(path, override)
+        if path.name.endswith("_default.yaml"):  # as every stage: say what a default profile ran with
+            print(f"pretrain-stage settings used: {json.dumps(settings, sort_keys=True)}")
         if not settings.get("protocols"):
             raise ConfigError(
                 f"no pretraining settings for dataset '{dataset}': write {path} or pass "

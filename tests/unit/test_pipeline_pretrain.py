@@ -95,7 +95,9 @@ def test_sequential_protocol_trains_bert4rec_and_draws_its_curve(tmp_path):
 
 def test_a_dataset_without_settings_uses_the_default_profile(capsys, monkeypatch, tmp_path):
     settings = pt.load_settings("csv")
-    assert "using the default profile" in capsys.readouterr().out and settings["protocols"]
+    out = capsys.readouterr().out
+    assert "using the default profile" in out and settings["protocols"]
+    assert "pretrain-stage settings used: " in out and '"default_protocol": "random_split"' in out
     monkeypatch.setenv("RECSYS_PARAMS_DIR", str(tmp_path))  # no files at all: say where to put them
     with pytest.raises(ConfigError, match="pretrain_csv.yaml"):
         pt.load_settings("csv")
