@@ -2,7 +2,7 @@
 
     python flows/ddp_flow.py run --dataset ml-1m --nodes 2                # 2 local processes (gloo)
     python flows/ddp_flow.py run --with kubernetes:gpu=1 --nodes 4        # 4 pods, one GPU each (NCCL)
-    python flows/ddp_flow.py run --with batch:gpu=8 --nodes 2 --config cfg params/ddp_8gpu.yaml
+    python flows/ddp_flow.py --config cfg params/ddp_8gpu.yaml run --with batch:gpu=8 --nodes 2
 
 ``start`` makes (or reuses, ``--split-dir``) the split; ``train`` is one ``@torchrun`` step run on
 ``--nodes`` machines (``num_parallel``), each starting ``nproc_per_node`` ranks of
