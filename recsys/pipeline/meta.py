@@ -175,6 +175,9 @@ def prepare(dataset: str, settings: Mapping[str, Any], *, data_dir=None, output_
     stats = dict(split.stats)
     stats.update(dataset=dataset, protocol=split.protocol, seed=split.seed, n_rows_loaded=int(rows_loaded),
                  dedupe=bool(settings.get("dedupe")), ratings=rating_stats(split))
+    from recsys.pipeline.splits import data_summary
+
+    print(data_summary(stats), flush=True)
     return PreparedMeta(split=split, path=Path(path), sha256=sha256_dir(path), stats=stats)
 
 

@@ -64,6 +64,7 @@ def prepare_split(
     out = Path(output_dir) if output_dir else default_output_root() / "splits" / dataset / protocol
     path = split.save(out)
     stats = split_stats(split, dataset=dataset, threshold=threshold, n_rows_loaded=len(ds.df))
+    print(data_summary(stats), flush=True)  # what the filters removed, before any training
     return PreparedSplit(split=split, path=Path(path), sha256=sha256_dir(path), stats=stats)
 
 
@@ -111,3 +112,29 @@ def split_stats(split, *, dataset: str, threshold: float | None, n_rows_loaded: 
         n_rows_loaded=int(n_rows_loaded),
     )
     return stats
+
+
+def data_summary(stats: Mapping[str, Any]) -> str:
+    """One line of what the loading and the protocol's filters did, in their order: rows read, then
+    per step (``rows_after_<step>`` / ``users_after_<step>`` in the split's stats) the rows and users
+    kept and removed, then the split's size."""
+    parts = [f"{int(stats['rows_in']):,} rows read"] if "rows_in" in stats else []
+    rows, users = stats.get("rows_in"), None
+    for key, value in stats.items():
+        if not key.startswith("rows_after_"):
+            continue
+        step = key[len("rows_after_"):]
+        kept_users = stats.get(f"users_after_{step}")
+        text = f"{step}: {int(value):,} rows kept"
+        if rows is not None and value != rows:
+            text += f" ({int(rows) - int(value):,} removed)"
+        if kept_users is not None:
+            text += f", {int(kept_users):,} users" + (f" ({int(users) - int(kept_users):,} removed)"
+                                                     if users is not None and kept_users != users else "")
+        parts.append(text)
+        rows, users = value, kept_users if kept_users is not None else users
+    size = [f"{int(stats[k]):,} {w}" for k, w in (("n_users", "users"), ("n_items", "items"),
+                                                   ("n_interactions", "interactions")) if k in stats]
+    if size:
+        parts.append("split: " + " x ".join(size[:2]) + (f", {size[2]}" if len(size) > 2 else ""))
+    return "data: " + "; ".join(parts)

@@ -103,3 +103,17 @@ def test_interaction_matrix_strong_generalization_places_rows():
         rows = split.arrays[users_key]
         block = (split[names[0]] + split[names[1]]).toarray() > 0
         assert np.array_equal(full[rows].toarray() > 0, block)
+
+
+def test_the_data_summary_says_what_each_filter_removed(capsys, tmp_path):
+    from recsys.pipeline.splits import data_summary
+
+    stats = {"rows_in": 1000, "rows_after_k_core": 900, "users_after_k_core": 90, "rows_after_dedupe": 850,
+             "users_after_dedupe": 88, "n_users": 88, "n_items": 40, "n_interactions": 850}
+    assert data_summary(stats) == ("data: 1,000 rows read; k_core: 900 rows kept (100 removed), 90 users; dedupe: "
+                                   "850 rows kept (50 removed), 88 users (2 removed); split: 88 users x 40 items, "
+                                   "850 interactions")
+    prepared = pp.prepare_split("amazon-digital-music", "random_split", protocol_params={"k_core": 10},
+                                output_dir=tmp_path / "split")
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("data: ")]
+    assert line == [data_summary(prepared.stats)] and "k_core: " in line[0] and "removed" in line[0]
