@@ -35,6 +35,9 @@ COMPACT_HISTORY = ("epoch", "loss", "valid_rmse", "valid_mae", "iteration", "inn
 
 
 def digest(obj) -> str:
+    from recsys.training.checkpoints import without_added_fields
+
+    obj = without_added_fields(obj)  # a later option at its neutral value keeps finished rows
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -93,15 +93,16 @@ class Checkpoints:
             problem = self._check(path)
             if problem is None:
                 payload = torch.load(path, map_location="cpu", weights_only=False)
-                theirs = payload.get("fingerprint") or {}
-                if theirs != self.fingerprint and _without_data(theirs) == _without_data(self.fingerprint):
+                theirs = without_added_fields(payload.get("fingerprint") or {})
+                ours = without_added_fields(self.fingerprint)
+                if theirs != ours and _without_data(theirs) == _without_data(ours):
                     # same settings, other inputs (an upstream model that changed): stale, not wrong
                     msg = (f"checkpoint folder {self.folder} was written for other input data "
                            f"({_diff(theirs.get('data'), self.fingerprint.get('data'))}); starting from scratch")
                     warnings.warn(msg, RuntimeWarning, stacklevel=3)
                     log.warning(msg)
                     return None
-                if theirs != self.fingerprint:
+                if theirs != ours:
                     raise ConfigError(
                         f"checkpoint folder {self.folder} holds a run with other settings "
                         f"({_diff(payload.get('fingerprint'), self.fingerprint)}); use another folder or delete it")
@@ -123,6 +124,22 @@ class Checkpoints:
         if actual != expected:
             return f"sha256 {actual[:12]}... does not match the recorded {str(expected)[:12]}...: truncated or corrupt"
         return None
+
+
+# Config fields added after checkpoints and committed result rows existed, each with the value
+# that keeps the old behaviour. At that value a field is left out of every fingerprint
+# comparison, so adding an option does not void a half-finished run or its finished rows.
+ADDED_FIELDS: dict[str, Any] = {"min_updates": 0, "patience_updates": 0}
+
+
+def without_added_fields(obj: Any) -> Any:
+    """`obj` with every `ADDED_FIELDS` key that holds its neutral value removed, at any depth."""
+    if isinstance(obj, Mapping):
+        return {k: without_added_fields(v) for k, v in obj.items()
+                if not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
+    if isinstance(obj, list):
+        return [without_added_fields(v) for v in obj]
+    return obj
 
 
 def _sha256(path: Path) -> str:

@@ -177,6 +177,16 @@ def test_a_checkpoint_of_other_settings_is_refused(tmp_path):
         _vae(epochs=2, lr=1e-2).checkpoints(tmp_path).fit(train)
 
 
+def test_an_option_added_later_at_its_neutral_value_keeps_old_checkpoints(tmp_path):
+    old = {"model": "m", "config": {"lr": 0.1, "backbone": {"config": {"hidden": 8}}}}
+    Checkpoints(tmp_path, old).save(1, {"x": 1})
+    new = {"model": "m", "config": {"lr": 0.1, "backbone": {"config": {"hidden": 8, "min_updates": 0}}}}
+    assert Checkpoints(tmp_path, new).latest()["x"] == 1
+    changed = {"model": "m", "config": {"lr": 0.1, "backbone": {"config": {"hidden": 8, "min_updates": 500}}}}
+    with pytest.raises(ConfigError, match="other settings"):
+        Checkpoints(tmp_path, changed).latest()
+
+
 def test_checkpoints_keep_the_newest_two_with_checksums(tmp_path):
     ck = Checkpoints(tmp_path, {"a": 1})
     for e in range(1, 5):
