@@ -16,6 +16,8 @@ One training task per (model, selection) (foreach); the join tabulates Recall / 
 the interest balance, and its card shows the table and the interest-usage histograms per selection.
 """
 
+import os
+
 from metaflow import Parameter, card, current, project, step
 
 from flow_base import CsvDatasetFlow, stage_config
@@ -38,6 +40,8 @@ class BamFlow(CsvDatasetFlow):
     multi_loss = Parameter("multi-loss", default="auto",
                            help="true / false: add the multi-interest loss; auto: the params file's per-selection value")
     seed = Parameter("seed", type=int, default=None, help="training seed (default: the params file's, 2021)")
+    seeds = Parameter("seeds", default="", help="comma list of training seeds, e.g. 0,1,2: one task per "
+                                                 "(model, selection, seed); replaces --seed")
 
     @step
     def start(self):
@@ -47,10 +51,11 @@ class BamFlow(CsvDatasetFlow):
         self.settings = stage_settings(self, STAGE)
         self.tasks = STAGE.plan(self.settings, models=self.model or None, selections=self.selection or None,
                                 tau=self.T, linear_size=self.linear_size,
-                                multi_loss=parse_bool("--multi-loss", self.multi_loss), seed=self.seed)
+                                multi_loss=parse_bool("--multi-loss", self.multi_loss), seed=self.seed,
+                                seeds=self.seeds or None)
         self.specs = {t.key: dict(t.spec) for t in self.tasks}
         stage_split(self, STAGE, self.settings)
-        self.baselines = run_baselines(self.split_path, self.settings)
+        self.baselines = run_baselines(self.split_path, self.settings, out_dir=os.path.join(self.run_dir, "baselines"))
         self.next(self.train, foreach="tasks")
 
     @training_step(gpu=1, memory=16000, cpu=4)
@@ -70,12 +75,14 @@ class BamFlow(CsvDatasetFlow):
         from metaflow.cards import Image, Markdown, Table
 
         from recsys.pipeline import bam
+        from recsys.pipeline.evidence import footnote
 
         self.results = {i.task.result_key: i.result for i in inputs}
         prune_checkpoints(self)
         self.merge_artifacts(inputs, exclude=["task", "result"])
         self.rows = bam.table_rows(self.results, self.baselines)
-        headers, cells = bam.table(self.rows)
+        self.evidence = bam.STAGE.evidence({**self.baselines, **self.results}, self.settings)
+        headers, cells = bam.STAGE.table_with_evidence(self.rows, self.evidence)
         up = self.settings.get("upstream") or {}
         current.card.append(Markdown(
             f"# {self.dataset} / leave_one_out (BaM)\n"
@@ -84,7 +91,7 @@ class BamFlow(CsvDatasetFlow):
             f"item score = max over interests; history items "
             f"{'scored 0 (upstream)' if up.get('history_zero_upstream') else 'excluded'}; validation users "
             f"{'redrawn with replacement each time (upstream)' if up.get('valid_resample') else 'one fixed seeded set'}. "
-            f"H(·): entropy (nats) of the interest-usage histogram, ln K = balanced."))
+            f"H(·): entropy (nats) of the interest-usage histogram, ln K = balanced. {footnote(self.evidence)}"))
         current.card.append(Table(cells, headers=headers))
         current.card.append(Markdown("## Interest usage per selection (test targets; top-k hits)"))
         current.card.append(Image(bam.usage_plot_png(self.results)))
@@ -95,13 +102,18 @@ class BamFlow(CsvDatasetFlow):
         """Expose ``results`` (per model/selection), ``baselines`` and ``rows`` (the table)."""
         from recsys.pipeline import bam
 
-        from recsys.pipeline.report import publish
+        bam.STAGE.report(self.run_dir, title=f"{self.dataset}: multi-interest stage (BaM, leave_one_out)",
+                         rows=self.rows, intro="Test Recall / NDCG, entropies of interest use (nats), steps.",
+                         results={"rows": self.rows, "runs": {bam_key(k): r for k, r in self.results.items()},
+                                  "baselines": self.baselines, "evidence": self.evidence},
+                         png=bam.usage_plot_png(self.results), evidence=self.evidence,
+                         tasks={**self.baselines, **self.results}, dataset=self.dataset,
+                         split_sha256=self.split_sha256)
 
-        headers, cells = bam.table(self.rows)
-        publish(self.run_dir, title=f"{self.dataset}: multi-interest stage (BaM, leave_one_out)",
-                headers=headers, cells=cells, intro="Test Recall / NDCG, entropies of interest use (nats), steps.",
-                results={"rows": self.rows, "runs": self.results, "baselines": self.baselines},
-                png=bam.usage_plot_png(self.results))
+
+def bam_key(key) -> str:
+    """A results key as JSON takes it: ``mind/p``, ``mind/p/seed1`` with --seeds."""
+    return key if isinstance(key, str) else f"{key[0]}/seed{key[1]}"
 
 
 if __name__ == "__main__":

@@ -66,7 +66,9 @@ class MetaFlow(CsvDatasetFlow):
         from recsys.pipeline.meta import STAGE
 
         self.results = {f"{i.task.key}/seed{i.task.seed}": i.result for i in inputs}
-        self.rows = STAGE.aggregate({i.task.result_key: i.result for i in inputs})
+        self.tasks_done = {i.task.result_key: i.result for i in inputs}
+        self.rows = STAGE.aggregate(self.tasks_done)
+        self.evidence = STAGE.evidence(self.tasks_done, self.settings)
         prune_checkpoints(self)
         self.merge_artifacts(inputs, exclude=["task", "result"])
         self.next(self.end)
@@ -79,6 +81,7 @@ class MetaFlow(CsvDatasetFlow):
         from metaflow.cards import Image, Markdown, Table
 
         from recsys.pipeline import meta
+        from recsys.pipeline.evidence import footnote
 
         s = self.stats
         one = next(iter(self.results.values()))
@@ -88,15 +91,16 @@ class MetaFlow(CsvDatasetFlow):
             f"validation), {s['n_items']:,} items. Ratings: {meta.rating_table(s)}.\n\n"
             f"Tasks: {one['tasks']}. Training seeds {self.seed_list}; mean ± std over seeds of the test users' "
             f"last-rating errors."))
-        headers, cells = meta.table(self.rows)
+        headers, cells = meta.STAGE.table_with_evidence(self.rows, self.evidence)
         current.card.append(Table(cells, headers=headers))
+        current.card.append(Markdown(footnote(self.evidence)))
         png = meta.per_rating_plot_png(self.rows, s)
         current.card.append(Image(png))
-        from recsys.pipeline.report import publish
-
-        publish(self.run_dir, title=f"{self.dataset}: meta stage (cold-start rating prediction)",
-                headers=headers, cells=cells, intro=f"Ratings: {meta.rating_table(s)}",
-                results={"rows": self.rows, "runs": self.results, "stats": s}, png=png)
+        meta.STAGE.report(self.run_dir, title=f"{self.dataset}: meta stage (cold-start rating prediction)",
+                          rows=self.rows, intro=f"Ratings: {meta.rating_table(s)}",
+                          results={"rows": self.rows, "runs": self.results, "stats": s, "evidence": self.evidence},
+                          png=png, evidence=self.evidence, tasks=self.tasks_done, dataset=self.dataset,
+                          split_sha256=self.split_sha256)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,9 @@ class PretrainFlow(CsvDatasetFlow):
                          help="evaluation protocol (default: the params file's default_protocol)")
     models = Parameter("models", default="",
                        help="comma list of models (default: all configured for the protocol)")
+    seeds = Parameter("seeds", default="",
+                      help="comma list of training seeds, e.g. 0,1,2: one task per seed of every seeded model "
+                           "(default: the protocol section's seeds, else one run at each model's config seed)")
     split_dir = Parameter("split-dir", default="",
                           help="reuse a split a preprocess run saved (its folder; checksums are checked)")
 
@@ -56,19 +59,19 @@ class PretrainFlow(CsvDatasetFlow):
             prepared = pt.prepare(self.dataset, self.section, data_dir=self.data_dir or None,
                                   output_dir=os.path.join(self.run_dir, "split"))
         self.split_path, self.split_sha256, self.stats = str(prepared.path), prepared.sha256, prepared.stats
+        self.tasks = pt.STAGE.plan(self.section, seeds=self.seeds or None)
         self.model_names = list(self.section["models"])
-        self.next(self.train, foreach="model_names")
+        self.next(self.train, foreach="tasks")
 
     @training_step(gpu=1, memory=16000, cpu=4)
     def train(self):
-        """Fit one model; the code picks CUDA when present, else the CPU."""
+        """Fit one model (with one seed); the code picks CUDA when present, else the CPU."""
         from recsys.pipeline import pretrain as pt
 
-        self.model_name = self.input
-        self.result = pt.train_and_evaluate(
-            self.split_path, self.model_name, self.section["models"][self.model_name],
-            os.path.join(self.run_dir, self.model_name), artifacts=self.section.get("artifacts"),
-            checkpoint_dir=checkpoint_root(self))
+        self.task = self.input
+        self.model_name = self.task.key
+        self.result = pt.STAGE.run_task(self.split_path, self.task, pt.STAGE.task_dir(self.run_dir, self.task),
+                                        artifacts=self.section.get("artifacts"), checkpoint_dir=checkpoint_root(self))
         self.next(self.join)
 
     @card(type="blank", id="comparison")
@@ -78,17 +81,22 @@ class PretrainFlow(CsvDatasetFlow):
         from metaflow.cards import Image, Markdown, Table
 
         from recsys.pipeline import pretrain as pt
+        from recsys.pipeline.evidence import footnote
 
-        self.results = {i.model_name: i.result for i in inputs}
+        self.tasks_done = {i.task.result_key: i.result for i in inputs}
+        # JSON keys: the model's name, "<model>/seed<s>" for a seed task
+        self.results = {(k if isinstance(k, str) else f"{k[0]}/seed{k[1]}"): r for k, r in self.tasks_done.items()}
         prune_checkpoints(self)  # finished models removed theirs; drop the empty folders
-        self.merge_artifacts(inputs, exclude=["model_name", "result"])
-        rows = pt.comparison(self.results)
-        columns = list(rows[0])
+        self.merge_artifacts(inputs, exclude=["model_name", "result", "task"])
+        self.rows = pt.comparison(self.tasks_done)
+        self.evidence = pt.STAGE.evidence(self.tasks_done, self.section)
+        headers, cells = pt.STAGE.table_with_evidence(self.rows, self.evidence)
         current.card.append(Markdown(
             f"# {self.dataset} / {self.section['protocol']}\n"
             f"Recall denominator: `{next(iter(self.results.values()))['recall_denominator']}`; "
-            f"split seed {self.stats['seed']}; {self.stats['n_users']:,} users, {self.stats['n_items']:,} items."))
-        current.card.append(Table([[r[c] for c in columns] for r in rows], headers=columns))
+            f"split seed {self.stats['seed']}; {self.stats['n_users']:,} users, {self.stats['n_items']:,} items. "
+            f"{footnote(self.evidence)}"))
+        current.card.append(Table(cells, headers=headers))
         png = pt.curves_png(self.results)
         if png:
             current.card.append(Image(png))
@@ -99,12 +107,10 @@ class PretrainFlow(CsvDatasetFlow):
         """Expose ``results`` (per model: test metrics, validation curve, epochs, seconds, files)."""
         from recsys.pipeline import pretrain as pt
 
-        from recsys.pipeline.report import dict_rows_table, publish
-
-        headers, cells = dict_rows_table(pt.comparison(self.results))
-        publish(self.run_dir, title=f"{self.dataset}: pretraining ({self.section['protocol']})",
-                intro="Test metrics per model, epochs and training seconds.",
-                headers=headers, cells=cells, results=self.results, png=pt.curves_png(self.results))
+        pt.STAGE.report(self.run_dir, title=f"{self.dataset}: pretraining ({self.section['protocol']})",
+                        intro="Test metrics per model, epochs and training seconds.", rows=self.rows,
+                        results=self.results, png=pt.curves_png(self.results), evidence=self.evidence,
+                        tasks=self.tasks_done, dataset=self.dataset, split_sha256=self.split_sha256)
 
 
 if __name__ == "__main__":

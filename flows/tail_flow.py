@@ -71,17 +71,20 @@ class TailFlow(CsvDatasetFlow):
         from metaflow.cards import Image, Markdown, Table
 
         from recsys.pipeline import tail
+        from recsys.pipeline.evidence import footnote
 
         self.results = {f"{i.task.key}/seed{i.task.seed}": i.result for i in inputs}
         prune_checkpoints(self)  # finished models removed theirs; drop the empty folders
-        self.rows = tail.STAGE.aggregate({i.task.result_key: i.result for i in inputs})
+        self.tasks_done = {i.task.result_key: i.result for i in inputs}
+        self.rows = tail.STAGE.aggregate(self.tasks_done)
         self.merge_artifacts(inputs, exclude=["task", "result"])
-        headers, cells = tail.table(self.rows)
+        self.evidence = tail.STAGE.evidence(self.tasks_done, self.settings)
+        headers, cells = tail.STAGE.table_with_evidence(self.rows, self.evidence)
         current.card.append(Markdown(
             f"# {self.dataset} / strong_generalization\n"
             f"Split seed {self.stats['seed']}; {self.stats['n_users']:,} users, {self.stats['n_items']:,} items; "
             f"training seeds {self.seed_list}; mean ± std over seeds. Recall denominator min(k, |held-out|); "
-            f"coverage over blocks of {tail.COVERAGE_BLOCK} test users."))
+            f"coverage over blocks of {tail.COVERAGE_BLOCK} test users. {footnote(self.evidence)}"))
         current.card.append(Table(cells, headers=headers))
         current.card.append(Image(tail.coverage_plot_png(self.rows)))
         self.next(self.end)
@@ -91,12 +94,11 @@ class TailFlow(CsvDatasetFlow):
         """Expose ``results`` (per method/seed run) and ``rows`` (per method, mean and std)."""
         from recsys.pipeline import tail
 
-        from recsys.pipeline.report import publish
-
-        headers, cells = tail.table(self.rows)
-        publish(self.run_dir, title=f"{self.dataset}: tail stage", headers=headers, cells=cells,
-                intro="Mean ± std over seeds per method.", results={"rows": self.rows, "runs": self.results},
-                png=tail.coverage_plot_png(self.rows))
+        tail.STAGE.report(self.run_dir, title=f"{self.dataset}: tail stage", rows=self.rows,
+                          intro="Mean ± std over seeds per method.",
+                          results={"rows": self.rows, "runs": self.results, "evidence": self.evidence},
+                          evidence=self.evidence, tasks=self.tasks_done, dataset=self.dataset,
+                          split_sha256=self.split_sha256)
 
 
 if __name__ == "__main__":

@@ -36,13 +36,17 @@ class TallFlow(CsvDatasetFlow):
                         help="comma list of methods (default: all in the params file: vae,wl,loca,lft,enlft,tall,...)")
     shards = Parameter("shards", default=0, type=int,
                        help="tasks per sharded method (LOCA, LFT, EnLFT); 0: the params file's value")
+    seeds = Parameter("seeds", default="",
+                      help="comma list of training seeds for the seeded methods (settings' seeded_methods, "
+                           "default vae,wl); default: the params file's seeds")
 
     @step
     def start(self):
         """Settings (bad names and values stop here), the split, mainstream scores and groups."""
         from recsys.pipeline import local as lc
 
-        settings = stage_settings(self, lc.STAGE, **({"shards": self.shards} if self.shards else {}))
+        settings = stage_settings(self, lc.STAGE, **({"shards": self.shards} if self.shards else {}),
+                                  **({"seeds": self.seeds} if self.seeds else {}))
         self.settings = lc.select_methods(settings, self.methods or None)
         stage_split(self, lc.STAGE, self.settings)
         self.next(self.base)
@@ -80,26 +84,30 @@ class TallFlow(CsvDatasetFlow):
         from metaflow.cards import Image, Markdown, Table
 
         from recsys.pipeline import local as lc
+        from recsys.pipeline.evidence import footnote
 
         self.merge_artifacts(inputs, exclude=["output"])
         prune_checkpoints(self)  # finished models removed theirs; drop the empty folders
         outputs = {}
         for i in inputs:
             if i.output is not None:
-                outputs.setdefault(i.output["method"], []).append(i.output)
+                outputs.setdefault(lc.result_key(i.output["method"], i.output.get("seed")), []).append(i.output)
         results = dict(self.base_out["results"])
-        for name, outs in outputs.items():
-            results[name] = lc.assemble(self.split_path, self.base_out, name, outs, self.settings,
-                                        os.path.join(self.run_dir, "models"))
-        self.results = {m: results[m] for m in self.settings["methods"] if m in results}
-        rows = lc.group_table(self.results)
+        for key, outs in outputs.items():
+            results[key] = lc.assemble(self.split_path, self.base_out, outs[0]["method"], outs, self.settings,
+                                       os.path.join(self.run_dir, "models"))
+        self.runs = lc.ordered(results, self.settings)  # keys: method, or (method, seed) for a seeded run
+        self.results = lc.by_name(self.runs)
+        self.rows = lc.group_table(self.runs)
+        self.evidence = lc.STAGE.evidence(self.runs, self.settings)
+        headers, cells = lc.STAGE.table_with_evidence(self.rows, self.evidence)
         current.card.append(Markdown(
             f"# {self.dataset}: NDCG@20 per mainstream group\n"
             f"random_split seed {self.stats['seed']}; {self.stats['n_users']:,} users, {self.stats['n_items']:,} items; "
             f"recall denominator |test|; training items masked. TALL with `gate_source: valid` gates test "
-            f"predictions with validation items (the paper's protocol)."))
-        current.card.append(Table([[r[c] for c in rows[0]] for r in rows], headers=list(rows[0])))
-        current.card.append(Image(lc.group_plot_png(self.results)))
+            f"predictions with validation items (the paper's protocol). {footnote(self.evidence)}"))
+        current.card.append(Table(cells, headers=headers))
+        current.card.append(Image(lc.group_plot_png(self.runs, self.evidence)))
         self.next(self.end)
 
     @step
@@ -107,12 +115,11 @@ class TallFlow(CsvDatasetFlow):
         """Expose ``results``: per method the test P / R / NDCG @ {1, 5, 10, 20} and NDCG@20 per group."""
         from recsys.pipeline import local as lc
 
-        from recsys.pipeline.report import dict_rows_table, publish
-
-        headers, cells = dict_rows_table(lc.group_table(self.results))
-        publish(self.run_dir, title=f"{self.dataset}: local / mixture-of-experts stage (random_split)",
-                intro="Test NDCG@20 overall and per mainstream group (low -> high), training seconds.",
-                headers=headers, cells=cells, results=self.results, png=lc.group_plot_png(self.results))
+        lc.STAGE.report(self.run_dir, title=f"{self.dataset}: local / mixture-of-experts stage (random_split)",
+                        intro="Test NDCG@20 overall and per mainstream group (low -> high), training seconds.",
+                        rows=self.rows, results=self.results, png=lc.group_plot_png(self.runs, self.evidence),
+                        evidence=self.evidence, tasks=self.runs, dataset=self.dataset,
+                        split_sha256=self.split_sha256)
         print(f"models and splits under {self.run_dir}")
 
 

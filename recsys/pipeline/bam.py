@@ -32,7 +32,8 @@ from recsys.pipeline.catalog import BAM_BASELINES, BAM_MODELS, BAM_SELECTIONS
 from recsys.pipeline.report import write_task_result
 from recsys.pipeline.preprocess import figure_png
 from recsys.pipeline.settings import comma_list
-from recsys.pipeline.stage import Stage, Task
+from recsys.pipeline.evidence import Metric, method_of, save_per_user
+from recsys.pipeline.stage import Stage, Task, parse_seeds
 
 MODELS = BAM_MODELS
 SELECTIONS = BAM_SELECTIONS
@@ -50,7 +51,7 @@ DEFINITIONS = {
                "interest produces; entropies in nats, ln K = perfect balance",
 }
 _KEYS = {"protocol", "threshold", "params", "dataset", "models", "selections", "seed", "train", "per_model",
-         "per_selection", "upstream", "baselines", "device", "balance_k"}
+         "per_selection", "upstream", "baselines", "device", "balance_k", "reference"}
 _UPSTREAM = ("history_zero_upstream", "valid_resample", "accidental_hits_upstream", "positions_upstream")
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
@@ -120,9 +121,11 @@ def _protocol(split) -> dict:
             "n_items": split.n_items, "n_interactions": split.stats.get("n_interactions")}
 
 
-def run_baselines(split_path, settings: Mapping[str, Any], *, device: str | None = None) -> dict[str, dict]:
+def run_baselines(split_path, settings: Mapping[str, Any], *, device: str | None = None,
+                  out_dir=None) -> dict[str, dict]:
     """Each configured baseline (default most-popular) fitted on the training part and evaluated on
-    the test stage with the same metrics; sequence models (SASRec, ...) validate on seq[-2]."""
+    the test stage with the same metrics; sequence models (SASRec, ...) validate on seq[-2]. With
+    `out_dir`, each baseline's test users' values go to ``<out_dir>/<name>.per_user.npz``."""
     from recsys.models.registry import build, get_model
     from recsys.protocols import Split
 
@@ -136,9 +139,11 @@ def run_baselines(split_path, settings: Mapping[str, Any], *, device: str | None
         model = build(name, **config)
         model.fit_split(split)
         # with one held-out item per user, recall@k (denominator n = 1) is HR@k
-        test = model.evaluate_split(split, "test", ks=KS, metrics=("recall", "ndcg"), recall_denominator="n").mean()
-        out[name] = {"model": name, "config": model.config.to_dict(), "test": test,
-                     "train_seconds": time.perf_counter() - start, "protocol": _protocol(split)}
+        res = model.evaluate_split(split, "test", ks=KS, metrics=("recall", "ndcg"), recall_denominator="n")
+        out[name] = {"model": name, "config": model.config.to_dict(), "test": res.mean(),
+                     "train_seconds": time.perf_counter() - start, "protocol": _protocol(split),
+                     "per_user": None if out_dir is None else save_per_user(
+                         out_dir, res.users, res.per_user, name=f"{name}.per_user.npz")}
     return out
 
 
@@ -158,16 +163,18 @@ def run_task(split_path, key: str, spec: Mapping[str, Any], out_dir, *, device: 
         config["device"] = device
     model = build(spec["model"], **config)
     start = time.perf_counter()
-    with task_checkpoints(model, checkpoint_dir, key.replace("/", ".")):
+    tag = key.replace("/", ".") + (f".seed{spec['seed']}" if spec.get("seed") is not None else "")
+    with task_checkpoints(model, checkpoint_dir, tag):
         model.fit(split)
     seconds = time.perf_counter() - start
     t = time.perf_counter()
     hz = model.config.history_zero_upstream
-    by_rule = {rule: model.evaluate(split, "test", ks=KS, history_zero=rule == "zero").mean()
-               for rule in ("masked", "zero")}
+    evaluated = {rule: model.evaluate(split, "test", ks=KS, history_zero=rule == "zero") for rule in ("masked", "zero")}
+    by_rule = {rule: res.mean() for rule, res in evaluated.items()}
+    chosen = evaluated["zero" if hz else "masked"]
     eval_seconds = time.perf_counter() - t
     result = {
-        "key": key, "model": spec["model"], "selection": spec["selection"],
+        "key": key, "model": spec["model"], "selection": spec["selection"], "seed": spec.get("seed"),
         "config": model.config.to_dict(),
         "test": by_rule["zero" if hz else "masked"],
         "test_by_history_rule": by_rule,
@@ -178,6 +185,7 @@ def run_task(split_path, key: str, spec: Mapping[str, Any], out_dir, *, device: 
         "best_step": model.best_epoch_ * model.config.steps_per_epoch, "stop_reason": model.stop_reason_,
         "history": model.history_, "device": str(model.device), "protocol": _protocol(split),
         "definitions": DEFINITIONS, "torch": torch.__version__,
+        "per_user": save_per_user(out_dir, chosen.users, chosen.per_user),
     }
     return write_task_result(out_dir, result, model if save_model else None)
 
@@ -190,14 +198,26 @@ def table_rows(results: Mapping[str, Mapping[str, Any]], baselines: Mapping[str,
         rows.append({"method": name, **{k: b["test"].get(k, math.nan) for k in TABLE_KEYS},
                      "train_seconds": b.get("train_seconds", math.nan)})
     order = {f"{m}/{s}": i for i, (m, s) in enumerate((m, s) for m in MODELS for s in SELECTIONS)}
-    for key, r in sorted(results.items(), key=lambda kv: order.get(kv[0], 99)):
-        bal = r.get("balance") or {}
-        rows.append({"method": key, **{k: r["test"].get(k, math.nan) for k in TABLE_KEYS},
-                     "entropy_selected": bal.get("entropy_selected", math.nan),
-                     "entropy_best": bal.get("entropy_best", math.nan),
-                     "entropy_hit_share": bal.get("entropy_hit_share", math.nan),
-                     "steps": r.get("steps"), "best_step": r.get("best_step"),
-                     "train_seconds": r.get("train_seconds", math.nan)})
+    by_key: dict[str, list[Mapping[str, Any]]] = {}
+    for key, r in results.items():  # keys "<model>/<selection>", or (that, seed) with --seeds
+        by_key.setdefault(method_of(key), []).append(r)
+
+    def mean(runs, get):
+        vals = [get(r) for r in runs]
+        vals = [v for v in vals if v is not None]
+        return float(np.mean(vals)) if vals else math.nan
+
+    for key, runs in sorted(by_key.items(), key=lambda kv: order.get(kv[0], 99)):
+        bal = lambda r: r.get("balance") or {}
+        row = {"method": key, **{k: mean(runs, lambda r: r["test"].get(k, math.nan)) for k in TABLE_KEYS},
+               **{k: mean(runs, lambda r: bal(r).get(k, math.nan))
+                  for k in ("entropy_selected", "entropy_best", "entropy_hit_share")},
+               "steps": runs[0].get("steps") if len(runs) == 1 else mean(runs, lambda r: r.get("steps")),
+               "best_step": runs[0].get("best_step") if len(runs) == 1 else mean(runs, lambda r: r.get("best_step")),
+               "train_seconds": mean(runs, lambda r: r.get("train_seconds", math.nan))}
+        if len(runs) > 1:
+            row["seeds"] = len(runs)
+        rows.append(row)
     return rows
 
 
@@ -231,6 +251,7 @@ def usage_plot_png(results: Mapping[str, Mapping[str, Any]]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    results = {method_of(k): r for k, r in results.items()}  # with --seeds: the last seed's usage
     selections = [s for s in SELECTIONS if any(r["selection"] == s for r in results.values())]
     models = [m for m in MODELS if any(r["model"] == m for r in results.values())]
     fig, axes = plt.subplots(2, max(len(selections), 1), figsize=(4.2 * max(len(selections), 1), 6), squeeze=False)
@@ -288,15 +309,37 @@ class BamStage(Stage):
                 raise unknown_key_error(key, _UPSTREAM, "upstream switch")
         return settings
 
+    reference = "hard"  # BaM's claim: each model's soft selections against its own hard selection
+
     def plan(self, settings: Mapping[str, Any], *, models=None, selections=None, tau=None, linear_size=None,
-             multi_loss=None, seed=None) -> list[Task]:
+             multi_loss=None, seed=None, seeds=None) -> list[Task]:
+        """One task per (model, selection); with `seeds` (``--seeds 0,1,2``) one per seed too."""
         from recsys.models.base import Model
 
         for name in settings.get("baselines") or BAM_BASELINES:  # any model that trains on this split
             self.require(f"baseline {name!r}", name, Model)
         specs = task_specs(settings, models, selections, tau=tau, linear_size=linear_size, multi_loss=multi_loss,
                            seed=seed)
-        return [Task(key, None, spec) for key, spec in specs.items()]
+        if seeds in (None, "", []):
+            return [Task(key, None, spec) for key, spec in specs.items()]
+        return [Task(key, s, {**spec, "seed": s, "config": {**spec["config"], "seed": s}})
+                for key, spec in specs.items() for s in parse_seeds(seeds)]
+
+    def evidence_metrics(self, settings, results):
+        return [Metric("recall@20"), Metric("ndcg@20")]
+
+    def reference_of(self, settings, results=None):
+        """Each (model, selection) against the same model's hard selection."""
+        from recsys.pipeline.evidence import method_of
+
+        ref = (settings or {}).get("reference") or self.reference
+        keys = {method_of(k) for k in (results or {})}
+
+        def of(key: str) -> str | None:
+            target = f"{key.split('/')[0]}/{ref}" if "/" in key else None
+            return target if target in keys else None
+
+        return of
 
     def run_task(self, split_path, task: Task, out_dir, **options: Any) -> dict:
         return run_task(split_path, task.key, task.spec, out_dir, **options)
@@ -323,10 +366,11 @@ class BamStage(Stage):
         out = Path(output_dir)
         tasks = self.plan(settings, **choices)
         prepared = self.prepare(dataset, settings, data_dir=data_dir, output_dir=out / "split")
-        baselines = run_baselines(prepared.path, settings)
+        baselines = run_baselines(prepared.path, settings, out_dir=out / "baselines")
         results = self.run_tasks(prepared.path, tasks, out, settings, progress=progress)
-        return {"split": str(prepared.path), "stats": prepared.stats, "specs": {t.key: dict(t.spec) for t in tasks},
-                "baselines": baselines, "results": results, "rows": table_rows(results, baselines)}
+        return {"split": str(prepared.path), "split_sha256": prepared.sha256, "stats": prepared.stats,
+                "specs": {t.key: dict(t.spec) for t in tasks}, "baselines": baselines, "results": results,
+                "rows": table_rows(results, baselines), "evidence": self.evidence({**baselines, **results}, settings)}
 
 
 STAGE = BamStage()

@@ -26,7 +26,7 @@ from recsys.errors import ConfigError
 from recsys.io import atomic_path, save_npy, sha256_file
 from recsys.pipeline.settings import comma_list
 from recsys.pipeline.preprocess import figure_png
-from recsys.pipeline.stage import Stage
+from recsys.pipeline.stage import Stage, parse_seeds
 from recsys.pipeline.catalog import LOCAL_BASE_METHODS, LOCAL_METHODS, LOCAL_STAGE
 from recsys.pipeline.checkpoints import task_checkpoints
 
@@ -35,7 +35,9 @@ BASE_METHODS = LOCAL_BASE_METHODS
 REPORT_KS = (1, 5, 10, 20)
 REPORT_METRICS = ("precision", "recall", "ndcg")
 GROUP_METRIC = "ndcg@20"
-_KEYS = {"protocol", "threshold", "dataset", "params", "shards", "device", "methods"}
+_KEYS = {"protocol", "threshold", "dataset", "params", "shards", "device", "methods", "reference", "seeds",
+         "seeded_methods"}
+SEEDED_DEFAULT = LOCAL_BASE_METHODS  # with seeds: the cheap global models run once per seed
 
 
 def select_methods(settings: Mapping[str, Any], methods: str | None) -> dict:
@@ -71,6 +73,15 @@ def select_methods(settings: Mapping[str, Any], methods: str | None) -> dict:
             cfg.pop("model", None)
             chosen[name] = {"model": METHOD_MODELS[name], "config": cfg, "base_only": True}
     out["methods"] = chosen
+    if out.get("seeds") not in (None, "", []):
+        out["seeds"] = parse_seeds(out["seeds"])
+        seeded = comma_list(out.get("seeded_methods")) if isinstance(out.get("seeded_methods"), str) else \
+            list(out.get("seeded_methods") or SEEDED_DEFAULT)
+        for name in seeded:
+            if name in chosen and _model_class(chosen[name]).sharded:
+                raise ConfigError(f"seeded_methods: {name!r} trains in shards from its start model and runs once; "
+                                  f"seed the methods it starts from (vae, wl) or the whole ones (tall)")
+        out["seeded_methods"] = seeded
     shards = out.get("shards", 1)
     if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
         raise ConfigError(f"shards must be an integer >= 1, got {shards!r}")
@@ -91,12 +102,33 @@ def _load(split_path):
     return split, ms, groups
 
 
-def _build(method: Mapping[str, Any], device: str | None):
+def method_seeds(settings: Mapping[str, Any], name: str) -> list[int | None]:
+    """The training seeds of method `name`: the settings' ``seeds`` for the ``seeded_methods``
+    (default VAE and WL: cheap, and what the table's intervals over seeds rest on), else one run
+    at the config's own seed (None)."""
+    seeds = settings.get("seeds")
+    if seeds in (None, "", []) or name not in (settings.get("seeded_methods") or SEEDED_DEFAULT):
+        return [None]
+    return parse_seeds(seeds)
+
+
+def result_key(name: str, seed: int | None):
+    """How the stage's results name a method's run: the name, or (name, seed) for a seeded run."""
+    return name if seed is None else (name, seed)
+
+
+def _stem(name: str, seed: int | None) -> str:
+    return name if seed is None else f"{name}.seed{seed}"
+
+
+def _build(method: Mapping[str, Any], device: str | None, seed: int | None = None):
     from recsys.models.registry import build
 
     cfg = dict(method["config"])
     if device is not None:
         cfg.setdefault("device", device)
+    if seed is not None:
+        cfg["seed"] = int(seed)
     return build(method["model"], **cfg)
 
 
@@ -116,14 +148,18 @@ def train_base(split_path, settings: Mapping[str, Any], out_dir, *, checkpoint_d
         if name not in settings["methods"]:
             continue
         method = settings["methods"][name]
-        start = time.perf_counter()
-        model = _build(method, settings.get("device"))
-        with task_checkpoints(model, checkpoint_dir, name):
-            model.fit_local(split["train"], split["valid"], ms)
-        seconds = time.perf_counter() - start
-        models[name] = str(model.save(out / f"{name}.pt"))
-        if not method.get("base_only"):
-            results[name] = evaluate_method(model, split, groups, name, method, seconds)
+        for i, seed in enumerate(method_seeds(settings, name)):
+            start = time.perf_counter()
+            model = _build(method, settings.get("device"), seed)
+            with task_checkpoints(model, checkpoint_dir, _stem(name, seed)):
+                model.fit_local(split["train"], split["valid"], ms)
+            seconds = time.perf_counter() - start
+            # the first seed's model is the one LOCA / LFT / EnLFT start from
+            path = str(model.save(out / (f"{name}.pt" if i == 0 else f"{_stem(name, seed)}.pt")))
+            models.setdefault(name, path)
+            if not method.get("base_only"):
+                results[result_key(name, seed)] = evaluate_method(model, split, groups, name, method, seconds, out,
+                                                                  seed=seed)
     base = {"models": models, "results": results}
     base["prepared"] = prepare_methods(split_path, base, settings, out)
     return base
@@ -163,7 +199,8 @@ def plan(settings: Mapping[str, Any], n_users: int) -> list[dict]:
             tasks += [{"method": name, "shard": j, "n_shards": len(parts), "items": p.tolist()}
                       for j, p in enumerate(parts)]
         else:
-            tasks.append({"method": name, "shard": 0, "n_shards": 1, "items": None})
+            tasks += [{"method": name, "shard": 0, "n_shards": 1, "items": None, "seed": s}
+                      for s in method_seeds(settings, name)]
     return tasks
 
 
@@ -183,7 +220,8 @@ def run_task(split_path, base: Mapping[str, Any], task: Mapping[str, Any], setti
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # the shard count is in the name: rerunning with another --shards does not overwrite finished work
-    path = out / f"{name}.shard{task['shard']}of{task['n_shards']}.pt"
+    seed = task.get("seed")
+    path = out / f"{_stem(name, seed)}.shard{task['shard']}of{task['n_shards']}.pt"
     start = time.perf_counter()
     train, valid = split["train"], split["valid"]
     import torch
@@ -194,8 +232,8 @@ def run_task(split_path, base: Mapping[str, Any], task: Mapping[str, Any], setti
         with task_checkpoints(model, checkpoint_dir, f"{name}.shard{task['shard']}of{task['n_shards']}"):
             payload = model.fit_shard(valid, items)
     else:  # tall, or an extra wl variant: one whole model
-        model = _build(method, device)
-        with task_checkpoints(model, checkpoint_dir, name):
+        model = _build(method, device, seed)
+        with task_checkpoints(model, checkpoint_dir, _stem(name, seed)):
             model.fit_local(train, valid, ms)
         model.save(path)
         return {**task, "path": str(path), "seconds": time.perf_counter() - start}
@@ -248,7 +286,7 @@ def _group_means(res, groups: np.ndarray, users: np.ndarray | None = None) -> di
 
 def assemble(split_path, base: Mapping[str, Any], name: str, outputs: list[Mapping[str, Any]],
              settings: Mapping[str, Any], out_dir) -> dict:
-    """Put a method's shards together into one model, save it, evaluate it."""
+    """Put a method's shards (of one seed) together into one model, save it, evaluate it."""
     from recsys.models.base import Model
 
     split, ms, groups = _load(split_path)
@@ -262,8 +300,9 @@ def assemble(split_path, base: Mapping[str, Any], name: str, outputs: list[Mappi
         model.merge_shards(_shard_parts(outputs))
     else:
         model = Model.load(outputs[0]["path"], device=device)
-    path = model.save(Path(out_dir) / f"{name}.pt")
-    result = evaluate_method(model, split, groups, name, method, seconds)
+    seed = outputs[0].get("seed")
+    path = model.save(Path(out_dir) / f"{_stem(name, seed)}.pt")
+    result = evaluate_method(model, split, groups, name, method, seconds, out_dir, seed=seed)
     result["files"] = {"model": {"path": str(Path(path).resolve()), "sha256": sha256_file(path)}}
     result["shards"] = len(outputs)
     return result
@@ -307,8 +346,13 @@ def evaluate_lft_partial(split_path, base: Mapping[str, Any], name: str, outputs
     return out
 
 
-def evaluate_method(model, split, groups: np.ndarray, name: str, method: Mapping[str, Any], seconds: float) -> dict:
-    """Test P / R / NDCG @ {1, 5, 10, 20} overall, NDCG@20 per mainstream group, and the protocol record."""
+def evaluate_method(model, split, groups: np.ndarray, name: str, method: Mapping[str, Any], seconds: float,
+                    out_dir=None, *, seed: int | None = None) -> dict:
+    """Test P / R / NDCG @ {1, 5, 10, 20} overall, NDCG@20 per mainstream group, and the protocol
+    record; with `out_dir`, the test users' values and groups in ``<name>.per_user.npz``."""
+    from recsys.metrics.groups import GROUP_NAMES
+    from recsys.pipeline.evidence import save_per_user
+
     res = model.evaluate_users(split["test"], ks=REPORT_KS, metrics=REPORT_METRICS)
     valid = model.evaluate_users(split["valid"], ks=REPORT_KS, metrics=REPORT_METRICS)
     means = _group_means(res, groups)
@@ -317,6 +361,7 @@ def evaluate_method(model, split, groups: np.ndarray, name: str, method: Mapping
     return {
         "method": name,
         "model": method["model"],
+        "seed": seed,
         "config": cfg,
         "protocol": split.protocol,
         "split_seed": split.seed,
@@ -333,34 +378,72 @@ def evaluate_method(model, split, groups: np.ndarray, name: str, method: Mapping
         "best_epoch": getattr(model, "best_epoch_", None),
         "train_seconds": round(seconds, 3),
         "device": str(model.device),
+        "per_user": None if out_dir is None else save_per_user(
+            out_dir, res.users, {GROUP_METRIC: res.per_user[GROUP_METRIC], "recall@20": res.per_user["recall@20"]},
+            groups=np.asarray(GROUP_NAMES)[groups[res.users]], name=f"{_stem(name, seed)}.per_user.npz"),
     }
 
 
-def group_table(results: Mapping[str, Mapping[str, Any]]) -> list[dict]:
-    """One row per method: NDCG@20 overall and per mainstream group (low -> high), seconds."""
+def group_table(results: Mapping[Any, Mapping[str, Any]]) -> list[dict]:
+    """One row per method: NDCG@20 overall and per mainstream group (low -> high), seconds; the
+    mean over seeds for a seeded method (keys ``name`` or ``(name, seed)``)."""
+    from recsys.pipeline.evidence import method_of
+
+    by_method: dict[str, list[Mapping[str, Any]]] = {}
+    for key, r in results.items():
+        by_method.setdefault(method_of(key), []).append(r)
     rows = []
-    for name, r in results.items():
-        row = {"method": name, "ndcg@20": round(r["test"][GROUP_METRIC], 4)}
-        row.update({g: (round(v, 4) if v is not None else None) for g, v in r["groups"].items()})
-        row["train_seconds"] = r["train_seconds"]
+    for name, runs in by_method.items():
+        def mean(get):
+            vals = [get(r) for r in runs]
+            return None if any(v is None for v in vals) else round(float(np.mean(vals)), 4)
+
+        row = {"method": name, "ndcg@20": mean(lambda r: r["test"][GROUP_METRIC])}
+        row.update({g: mean(lambda r, g=g: r["groups"][g]) for g in runs[0]["groups"]})
+        row["train_seconds"] = round(float(np.mean([r["train_seconds"] for r in runs])), 3)
+        row["seeds"] = len(runs)
         rows.append(row)
     return rows
 
 
-def group_plot_png(results: Mapping[str, Mapping[str, Any]]) -> bytes:
-    """Bar plot: NDCG@20 per mainstream group (x) per method (bars)."""
+def ordered(results: Mapping[Any, Any], settings: Mapping[str, Any]) -> dict:
+    """`results` in the settings' method order (seeds ascending within a method)."""
+    from recsys.pipeline.evidence import method_of
+
+    order = {m: i for i, m in enumerate(settings["methods"])}
+    keys = sorted((k for k in results if method_of(k) in order),
+                  key=lambda k: (order[method_of(k)], -1 if isinstance(k, str) else k[1]))
+    return {k: results[k] for k in keys}
+
+
+def by_name(results: Mapping[Any, Any]) -> dict[str, Any]:
+    """Results under JSON keys: the method, ``<method>/seed<s>`` for a seeded run."""
+    return {(k if isinstance(k, str) else f"{k[0]}/seed{k[1]}"): r for k, r in results.items()}
+
+
+def group_plot_png(results: Mapping[Any, Mapping[str, Any]], evidence: Mapping[str, Any] | None = None) -> bytes:
+    """Bar plot: NDCG@20 per mainstream group (x) per method (bars), the mean over seeds, with
+    the 95 % intervals of `evidence` (:meth:`LocalStage.evidence`) as error bars where it has them."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(results)
+    rows = group_table(results)
+    names = [r["method"] for r in rows]
     groups = list(next(iter(results.values()))["groups"])
+    tables = (evidence or {}).get("metrics", {})
     fig, ax = plt.subplots(figsize=(7, 3.6))
     width = 0.8 / max(1, len(names))
-    for j, name in enumerate(names):
-        vals = [results[name]["groups"][g] or 0.0 for g in groups]
-        ax.bar(np.arange(len(groups)) + j * width - 0.4 + width / 2, vals, width, label=name)
+    for j, row in enumerate(rows):
+        vals = [row[g] or 0.0 for g in groups]
+        err = np.zeros((2, len(groups)))
+        for gi, g in enumerate(groups):
+            ci = (tables.get(f"{GROUP_METRIC} ({g})", {}).get(row["method"]) or {}).get("ci")
+            if ci:
+                err[:, gi] = [max(0.0, vals[gi] - ci[0]), max(0.0, ci[1] - vals[gi])]
+        ax.bar(np.arange(len(groups)) + j * width - 0.4 + width / 2, vals, width, label=row["method"],
+               yerr=err if err.any() else None, capsize=2, error_kw={"elinewidth": 0.8})
     ax.set_xticks(np.arange(len(groups)), groups)
     ax.set_ylabel("test NDCG@20")
     ax.set_xlabel("mainstream group (low -> high)")
@@ -393,6 +476,35 @@ class LocalStage(Stage):
     name, label = LOCAL_STAGE, "local"
     protocol, whose = "random_split", "LFT / TALL's"
     keys = frozenset(_KEYS)
+    reference = "enlft"  # TALL's claim is against EnLFT
+
+    def reference_of(self, settings, results=None):
+        """EnLFT where the run has it, else the VAE (the global model every local method improves on)."""
+        from recsys.pipeline.evidence import method_of
+
+        methods = {method_of(k) for k in (results or {})}
+        for ref in ((settings or {}).get("reference"), self.reference, "vae"):
+            if ref and (results is None or ref in methods):
+                return ref
+        return None
+
+    def evidence_metrics(self, settings, results):
+        """NDCG@20 over all test users and within the lowest and highest mainstream groups (the
+        TALL paper's claim is about the low ones; the high ones show what it costs)."""
+        from recsys.metrics.groups import GROUP_NAMES
+        from recsys.pipeline.evidence import Metric
+
+        return [Metric(GROUP_METRIC)] + [Metric(GROUP_METRIC, group=g) for g in GROUP_NAMES]
+
+    def table_with_evidence(self, rows, evidence):
+        """The group table with the intervals and tests of the overall, lowest and highest groups
+        (every group's are in ``evidence.json``; the plot draws them all)."""
+        from recsys.metrics.groups import GROUP_NAMES
+
+        if evidence:
+            keep = {GROUP_METRIC, f"{GROUP_METRIC} ({GROUP_NAMES[0]})", f"{GROUP_METRIC} ({GROUP_NAMES[-1]})"}
+            evidence = {**evidence, "metrics": {k: v for k, v in evidence["metrics"].items() if k in keep}}
+        return super().table_with_evidence(rows, evidence)
 
     def prepare(self, dataset: str, settings: Mapping[str, Any], *, data_dir=None, output_dir=None):
         """Make and save the random split, and the users' mainstream scores and groups next to it."""
@@ -416,7 +528,7 @@ class LocalStage(Stage):
         return dict_rows_table(rows)
 
     def plot_png(self, rows, **context):
-        return group_plot_png(context["results"]) if context.get("results") else None
+        return group_plot_png(context["results"], context.get("evidence")) if context.get("results") else None
 
     def run_all(self, dataset: str, settings: Mapping[str, Any], *, data_dir=None, output_dir,
                 progress=print) -> dict:
@@ -427,13 +539,15 @@ class LocalStage(Stage):
         base = train_base(prepared.path, settings, out / "models")
         results = dict(base["results"])
         tasks = plan(settings, prepared.split["train"].shape[0])
-        outputs: dict[str, list] = {}
+        outputs: dict[Any, list] = {}
         for task in tasks:
-            outputs.setdefault(task["method"], []).append(run_task(prepared.path, base, task, settings, out / "shards"))
-        for name, outs in outputs.items():
-            results[name] = assemble(prepared.path, base, name, outs, settings, out / "models")
-        order = [m for m in settings["methods"] if m in results]
-        return {"stats": prepared.stats, "results": {m: results[m] for m in order}, "split_path": str(prepared.path)}
+            outputs.setdefault(result_key(task["method"], task.get("seed")), []).append(
+                run_task(prepared.path, base, task, settings, out / "shards"))
+        for key, outs in outputs.items():
+            results[key] = assemble(prepared.path, base, outs[0]["method"], outs, settings, out / "models")
+        results = ordered(results, settings)
+        return {"stats": prepared.stats, "results": results, "split_path": str(prepared.path),
+                "split_sha256": prepared.sha256, "evidence": self.evidence(results, settings)}
 
 
 STAGE = LocalStage()

@@ -19,6 +19,7 @@ to its support set for the meta-learners).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from recsys.pipeline.report import write_task_result
 from recsys.pipeline.checkpoints import task_checkpoints
 from recsys.pipeline.preprocess import default_output_root, figure_png
 from recsys.pipeline.settings import comma_list
+from recsys.pipeline.evidence import Metric, save_per_user
 from recsys.pipeline.stage import Stage, Task, parse_seeds
 
 METHODS = tuple(META_METHODS)
@@ -40,7 +42,11 @@ BACKBONES = META_BACKBONES
 RATING_VALUES = (1, 2, 3, 4, 5)
 NO_BACKBONE = "-"
 _KEYS = {"protocol", "dataset", "dedupe", "params", "tasks", "evaluation", "seeds", "device", "backbones", "meta",
-         "methods", "pretrained"}
+         "methods", "pretrained", "reference"}
+# tested per user on the squared / absolute errors of the test tasks (RMSE's interval is the
+# square root of the squared errors' one), against the same backbone's reference method
+EVIDENCE = (Metric("se", label="RMSE", lower_better=True, transform=math.sqrt, scalar=lambda r: r["test"]["rmse"]),
+            Metric("ae", label="MAE", lower_better=True, scalar=lambda r: r["test"]["mae"]))
 _MAPPINGS = ("methods", "backbones", "meta", "tasks", "evaluation", "params", "dataset")
 DEFINITIONS = {
     "task": "one held-out user: the most recent window (<= max_len items); support = sub-windows of the window "
@@ -199,6 +205,13 @@ def _per_user(ev: Mapping[str, Any]) -> dict:
             "target": [float(v) for v in np.asarray(ev["target"], dtype=np.float64)[order]]}
 
 
+def _per_user_file(out_dir, ev: Mapping[str, Any]) -> dict:
+    """``per_user.npz``: squared and absolute error of every test task, by user."""
+    pred, target = np.asarray(ev["pred"], dtype=np.float64), np.asarray(ev["target"], dtype=np.float64)
+    return save_per_user(out_dir, np.asarray(ev.get("users", []), dtype=np.int64),
+                         {"se": (pred - target) ** 2, "ae": np.abs(pred - target)})
+
+
 def run_one(split_path, key: str, spec: Mapping[str, Any], seed: int, out_dir, *, device: str | None = None,
             save_model: bool = True, checkpoint_dir=None) -> dict:
     """Fit one (backbone, method) with one seed, evaluate on the validation and test tasks,
@@ -228,6 +241,7 @@ def run_one(split_path, key: str, spec: Mapping[str, Any], seed: int, out_dir, *
         "test": _errors(test), "valid": _errors(valid),
         # per test user (ordered by user id): what a paired test over users needs, without retraining
         "test_per_user": _per_user(test),
+        "per_user": _per_user_file(out_dir, test),
         "train_seconds": round(train_seconds, 3), "eval_seconds": round(eval_seconds, 3),
         "epochs": len(getattr(model, "history_", []) or []) or None,
         "best_epoch": getattr(model, "best_epoch_", None),
@@ -375,6 +389,24 @@ class MetaStage(Stage):
     protocol, whose = "user_split", "MELO's"
     keys = frozenset(_KEYS)
     mappings = _MAPPINGS
+    reference = "maml_pp"  # MELO's claim is against MAML++, on the same backbone
+
+    def evidence_metrics(self, settings, results):
+        return list(EVIDENCE)
+
+    def reference_of(self, settings, results=None):
+        """Each method against the reference method of its own backbone (``sasrec/maml_pp``)."""
+        from recsys.pipeline.evidence import method_of
+
+        ref = (settings or {}).get("reference") or self.reference
+        keys = {method_of(k) for k in (results or {})}
+
+        def of(key: str) -> str | None:
+            backbone = key.split("/")[0] if "/" in key else None
+            target = f"{backbone}/{ref}" if backbone else None
+            return target if target in keys else None
+
+        return of
 
     def check_settings(self, settings: dict) -> dict:
         unknown = [m for m in settings["methods"] if m not in METHODS]

@@ -23,9 +23,10 @@ from recsys.io import sha256_file
 from recsys.pipeline.preprocess import default_output_root, figure_png
 from recsys.pipeline.checkpoints import task_checkpoints
 from recsys.pipeline.settings import check_dataset, comma_list, merged_settings, stage_params_file
-from recsys.pipeline.stage import Stage, Task
+from recsys.pipeline.evidence import save_per_user
+from recsys.pipeline.stage import Stage, Task, parse_seeds
 
-_PROTOCOL_KEYS = {"threshold", "dataset", "params", "models", "artifacts"}
+_PROTOCOL_KEYS = {"threshold", "dataset", "params", "models", "artifacts", "seeds", "reference"}
 # Cut-offs and metrics each protocol's papers report.
 REPORT = {
     "strong_generalization": {"ks": (20, 50, 100), "metrics": ("precision", "recall", "ndcg")},
@@ -76,12 +77,14 @@ def protocol_settings(settings: Mapping[str, Any], protocol: str | None, models:
 
 def train_and_evaluate(split_path: str | os.PathLike, model_name: str, config: Mapping[str, Any],
                        out_dir: str | os.PathLike, *, artifacts: Mapping[str, Any] | None = None,
-                       device: str | None = None, checkpoint_dir=None) -> dict:
+                       device: str | None = None, checkpoint_dir=None, seed: int | None = None) -> dict:
     """Fit ``model_name`` on the saved split, evaluate on validation and test, write files.
+    `seed` (a ``--seeds`` task) replaces the config's seed.
 
     Returns a JSON-serialisable dict: test and validation metrics, the validation curve, epochs,
-    train seconds, the protocol's metric definitions, and ``files`` (path and sha256 of every
-    file written under ``out_dir``).
+    train seconds, the protocol's metric definitions, ``per_user`` (the test users' metric values,
+    a checksummed ``per_user.npz``) and ``files`` (path and sha256 of every file written under
+    ``out_dir``).
     """
     from recsys.models.base import ItemScorer
     from recsys.models.registry import build
@@ -91,6 +94,8 @@ def train_and_evaluate(split_path: str | os.PathLike, model_name: str, config: M
     config = dict(config)
     if device is not None:
         config.setdefault("device", device)
+    if seed is not None:
+        config["seed"] = int(seed)
     model = build(model_name, **config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -104,11 +109,14 @@ def train_and_evaluate(split_path: str | os.PathLike, model_name: str, config: M
     train_seconds = time.perf_counter() - start
 
     results: dict[str, Any] = {}
+    per_user = None
     for stage in ("valid", "test"):
         if stage in stages:
             res = model.evaluate_split(split, stage, ks=report["ks"], metrics=report["metrics"],
                                        recall_denominator=denominator)
             results[stage] = res.summary()
+            if stage == "test":
+                per_user = save_per_user(out, res.users, res.per_user)
 
     files = {"model": model.save(out / "model.pt")}
     for name, array in model.exports(split).items():
@@ -119,6 +127,7 @@ def train_and_evaluate(split_path: str | os.PathLike, model_name: str, config: M
     history = getattr(model, "history_", None) or []
     return {
         "model": model_name,
+        "seed": seed,
         "config": model.config.to_dict(),
         "protocol": split.protocol,
         "split_seed": split.seed,
@@ -127,6 +136,7 @@ def train_and_evaluate(split_path: str | os.PathLike, model_name: str, config: M
         "test": results.get("test", {}).get("mean", {}),
         "valid": results.get("valid", {}).get("mean", {}),
         "evaluation": results,
+        "per_user": per_user,
         "curve": [{k: v for k, v in h.items() if isinstance(v, (int, float))} for h in history],
         "epochs": len(history),
         "best_epoch": getattr(model, "best_epoch_", None),
@@ -136,15 +146,35 @@ def train_and_evaluate(split_path: str | os.PathLike, model_name: str, config: M
     }
 
 
-def comparison(results: Mapping[str, Mapping[str, Any]]) -> list[dict]:
-    """One row per model: test metrics, epochs and train seconds (the card's and notebook's table)."""
+def comparison(results: Mapping[Any, Mapping[str, Any]]) -> list[dict]:
+    """One row per model: test metrics (the mean over seeds where ``--seeds`` gave several),
+    epochs and train seconds (the card's and notebook's table); keys are model names or
+    (model, seed)."""
+    from recsys.pipeline.evidence import method_of
+
+    by_model: dict[str, list[Mapping[str, Any]]] = {}
+    for key, r in results.items():
+        by_model.setdefault(method_of(key), []).append(r)
     rows = []
-    for name, r in results.items():
-        row = {"model": name}
-        row.update({k: round(v, 4) for k, v in r["test"].items()})
-        row.update(epochs=r["epochs"], best_epoch=r["best_epoch"], train_seconds=r["train_seconds"])
+    for name, runs in by_model.items():
+        row: dict[str, Any] = {"model": name}
+        row.update({k: round(float(np.mean([r["test"][k] for r in runs])), 4) for k in runs[0]["test"]})
+        row.update(epochs=runs[0]["epochs"] if len(runs) == 1 else round(float(np.mean([r["epochs"] for r in runs])), 1),
+                   best_epoch=runs[0]["best_epoch"] if len(runs) == 1 else None,
+                   train_seconds=round(float(np.mean([r["train_seconds"] for r in runs])), 3))
+        if len(runs) > 1:
+            row["seeds"] = len(runs)
         rows.append(row)
     return rows
+
+
+def evidence_metrics(protocol: str) -> list:
+    """What the pretrain table tests: NDCG and the protocol's recall-like metric at its largest cut-off."""
+    from recsys.pipeline.evidence import Metric
+
+    report = REPORT.get(protocol, REPORT["random_split"])
+    k = max(report["ks"])
+    return [Metric(f"{m}@{k}") for m in report["metrics"] if m in ("ndcg", "recall", "hit")]
 
 
 def format_table(rows: list[dict], protocol: str) -> str:
@@ -255,12 +285,29 @@ class PretrainStage(Stage):
     def default_run_dir(self, dataset: str, run_id: str, protocol: str = "") -> Path:
         return default_output_root() / self.name / dataset / protocol / str(run_id)
 
-    def plan(self, section: Mapping[str, Any]) -> list[Task]:
-        """One task per model of a protocol section (:func:`protocol_settings` checked them)."""
-        return [Task(name, None, {"model": name, "config": dict(cfg)}) for name, cfg in section["models"].items()]
+    reference = "mostpop"
+
+    def plan(self, section: Mapping[str, Any], *, seeds=None) -> list[Task]:
+        """One task per model of a protocol section (:func:`protocol_settings` checked them); with
+        `seeds` (``--seeds 0,1,2`` or the section's ``seeds:``) one per seed of every model that
+        draws random numbers (EASE and most-popular once: seed None)."""
+        from recsys.models.registry import get_model
+
+        seeds = seeds if seeds not in (None, "", []) else section.get("seeds")
+        if seeds in (None, "", []):
+            return [Task(name, None, {"model": name, "config": dict(cfg)}) for name, cfg in section["models"].items()]
+        seeds = parse_seeds(seeds)
+        return [Task(name, seed, {"model": name, "config": dict(cfg)})
+                for name, cfg in section["models"].items()
+                for seed in (seeds if get_model(name).seeded else [None])]
 
     def run_task(self, split_path, task: Task, out_dir, **options: Any) -> dict:
-        return train_and_evaluate(split_path, task.spec["model"], task.spec["config"], out_dir, **options)
+        return train_and_evaluate(split_path, task.spec["model"], task.spec["config"], out_dir, seed=task.seed,
+                                  **options)
+
+    def evidence_metrics(self, settings, results):
+        protocols = {r.get("protocol") for r in results.values()}
+        return evidence_metrics(next(iter(protocols))) if len(protocols) == 1 else []
 
     def aggregate(self, results):
         return comparison(results)
@@ -268,7 +315,8 @@ class PretrainStage(Stage):
     def table(self, rows):
         from recsys.pipeline.report import dict_rows_table
 
-        return dict_rows_table(rows)
+        columns = list(dict.fromkeys(c for r in rows for c in r))
+        return dict_rows_table(rows, columns)
 
     def plot_png(self, rows, **context):
         return curves_png(context["results"]) if context.get("results") else None

@@ -79,6 +79,7 @@ class Stage:
     keys: ClassVar[frozenset[str]] = frozenset()      # top-level settings keys
     mappings: ClassVar[tuple[str, ...]] = ("methods",)  # settings sections that must be mappings
     required: ClassVar[str] = "methods"                # the section a settings file must have
+    reference: ClassVar[str | None] = None             # the method the table tests others against
 
     # ---- settings ---------------------------------------------------------------------------------
     def load_settings(self, dataset: str, override: Mapping[str, Any] | None = None) -> dict:
@@ -146,24 +147,97 @@ class Stage:
         """(headers, cells) for a card, a notebook or the README."""
         raise NotImplementedError
 
-    def format_table(self, rows: list[dict]) -> str:
-        """The table aligned for a terminal."""
+    # ---- intervals and tests ------------------------------------------------------------------------
+    def evidence_metrics(self, settings: Mapping[str, Any], results: Mapping[Any, Mapping[str, Any]]) -> list:
+        """The :class:`~recsys.pipeline.evidence.Metric` columns the table tests (none by default)."""
+        return []
+
+    def reference_of(self, settings: Mapping[str, Any] | None, results: Mapping[Any, Any] | None = None):
+        """The reference method: the settings' ``reference`` (or the stage's default) when it is in
+        `results`; a stage may map each method to its own (BaM: the model's hard selection)."""
+        from recsys.pipeline.evidence import method_of
+
+        ref = (settings or {}).get("reference") or self.reference
+        methods = {method_of(k) for k in (results or {})}
+        if results is not None and ref not in methods:
+            return None
+        return ref
+
+    def evidence(self, results: Mapping[Any, Mapping[str, Any]], settings: Mapping[str, Any] | None = None,
+                 **options: Any) -> dict | None:
+        """Intervals and paired tests of every method against the reference
+        (:func:`recsys.pipeline.evidence.comparison`); None when the stage tests nothing."""
+        from recsys.pipeline.evidence import comparison
+
+        metrics = self.evidence_metrics(settings or {}, results)
+        if not metrics or not results:
+            return None
+        return comparison(results, metrics, self.reference_of(settings, results), **options)
+
+    def row_method(self, row: Mapping[str, Any]) -> str:
+        """The method a table row is about (the key its evidence is filed under)."""
+        return str(row.get("key") or row.get("method") or row.get("model"))
+
+    def table_with_evidence(self, rows: list[dict], evidence: Mapping[str, Any] | None
+                            ) -> tuple[list[str], list[list[str]]]:
+        """The stage's table with two columns per tested metric: mean [95% CI], and the difference
+        to the reference with its Holm-adjusted p (``*`` significant)."""
+        from recsys.pipeline.evidence import columns
+
+        headers, cells = self.table(rows)
+        extra_h, extra = columns(evidence, [self.row_method(r) for r in rows])
+        return headers + extra_h, [list(c) + e for c, e in zip(cells, extra)]
+
+    def format_table(self, rows: list[dict], evidence: Mapping[str, Any] | None = None) -> str:
+        """The table aligned for a terminal (with the evidence columns when given)."""
+        from recsys.pipeline.evidence import footnote
         from recsys.pipeline.report import text_table
 
-        return text_table(*self.table(rows))
+        text = text_table(*self.table_with_evidence(rows, evidence))
+        note = footnote(evidence)
+        return f"{text}\n{note}" if note else text
 
     def plot_png(self, rows: list[dict], **context: Any) -> bytes | None:
         """The stage's figure as PNG bytes (None: it has none)."""
         return None
 
     def report(self, run_dir, *, rows: list[dict], results: Any, title: str, intro: str = "",
-               png: bytes | None = None) -> dict[str, Path]:
-        """``report.html``, ``plot.png`` and ``results.json`` under `run_dir`, the table printed."""
+               png: bytes | None = None, evidence: Mapping[str, Any] | None = None,
+               tasks: Mapping[Any, Mapping[str, Any]] | None = None, dataset: str | None = None,
+               split_sha256: str | None = None) -> dict[str, Path]:
+        """``report.html``, ``plot.png`` and ``results.json`` under `run_dir`, the table printed;
+        with `tasks` (the task results by result key) also ``per_user.npz`` (every task's per-user
+        arrays) and ``evidence.json`` (the intervals and tests, the split's checksum, the per-seed
+        test metrics: what ``flows/compare_flow.py`` reads)."""
+        from recsys.pipeline.evidence import footnote
         from recsys.pipeline.report import publish
 
-        headers, cells = self.table(rows)
-        return publish(run_dir, title=title, intro=intro, headers=headers, cells=cells, results=results,
-                       png=png if png is not None else self.plot_png(rows, results=results))
+        headers, cells = self.table_with_evidence(rows, evidence)
+        note = footnote(evidence)
+        files = publish(run_dir, title=title, intro=f"{intro} {note}".strip(), headers=headers, cells=cells,
+                        results=results, png=png if png is not None else self.plot_png(rows, results=results, evidence=evidence))
+        if note:
+            print(note)
+        if tasks:
+            files["evidence"] = self.write_evidence(run_dir, tasks, evidence, dataset=dataset,
+                                                    split_sha256=split_sha256)
+            print(f"evidence: {files['evidence']}")
+        return files
+
+    def write_evidence(self, run_dir, tasks: Mapping[Any, Mapping[str, Any]], evidence: Mapping[str, Any] | None,
+                       *, dataset: str | None = None, split_sha256: str | None = None) -> Path:
+        """``per_user.npz`` and ``evidence.json`` of a finished run (see :meth:`report`)."""
+        from recsys.io import write_json
+        from recsys.pipeline.evidence import method_of, seed_of, write_run_arrays
+
+        arrays = write_run_arrays(run_dir, tasks)
+        runs = [{"method": method_of(k), "seed": seed_of(k, r), "model": r.get("model"),
+                 "test": {m: v for m, v in (r.get("test") or {}).items() if isinstance(v, (int, float))}}
+                for k, r in tasks.items()]
+        path = Path(run_dir) / "evidence.json"
+        write_json(path, {"stage": self.name, "dataset": dataset, "split_sha256": split_sha256,
+                          "per_user": arrays, "runs": runs, "evidence": evidence})
+        return path
 
     # ---- the whole stage in one process -------------------------------------------------------------
     def run_all(self, dataset: str, settings: Mapping[str, Any], *, data_dir=None, output_dir,
@@ -173,8 +247,9 @@ class Stage:
         tasks = self.plan(settings, **choices)
         prepared = self.prepare(dataset, settings, data_dir=data_dir, output_dir=out / "split")
         results = self.run_tasks(prepared.path, tasks, out, settings, progress=progress)
-        return {"split": str(prepared.path), "stats": prepared.stats, "specs": {t.key: dict(t.spec) for t in tasks},
-                "results": results, "rows": self.aggregate(results)}
+        return {"split": str(prepared.path), "split_sha256": prepared.sha256, "stats": prepared.stats,
+                "specs": {t.key: dict(t.spec) for t in tasks}, "results": results, "rows": self.aggregate(results),
+                "evidence": self.evidence(results, settings)}
 
     def run_tasks(self, split_path, tasks: Sequence[Task], run_dir, settings: Mapping[str, Any], *,
                   progress: Callable[[str], Any] = print) -> dict:

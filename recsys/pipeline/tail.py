@@ -33,6 +33,7 @@ from recsys.pipeline.checkpoints import task_checkpoints
 from recsys.training.memory import Heartbeat, MemoryLedger, last_heartbeat
 from recsys.pipeline.settings import comma_list
 from recsys.pipeline.preprocess import figure_png
+from recsys.pipeline.evidence import Metric, save_per_user
 from recsys.pipeline.stage import Stage, Task, parse_seeds
 
 METHODS = tuple(TAIL_METHODS)
@@ -49,7 +50,11 @@ DEFINITIONS = {
                   f"(in split order), mean over full blocks",
     "ranking": "fold-in items are excluded from every top-k",
 }
-_KEYS = {"protocol", "threshold", "dataset", "params", "seeds", "device", "learner", "methods"}
+_KEYS = {"protocol", "threshold", "dataset", "params", "seeds", "device", "learner", "methods", "reference"}
+# what the table tests against the reference (EASE, as in POSIT's paper): accuracy per user,
+# coverage per seed (a set-level metric has no per-user value)
+EVIDENCE = (Metric("ndcg@100"), Metric("recall@100"),
+            Metric("coverage@100", scalar=lambda r: r["test"]["coverage@100"]))
 
 
 def method_configs(settings: Mapping[str, Any], methods: str | list[str] | None = None,
@@ -96,8 +101,9 @@ def method_configs(settings: Mapping[str, Any], methods: str | list[str] | None 
     return out
 
 
-def test_metrics(model, split) -> dict[str, float]:
-    """The stage's metrics (module docstring) of a fitted model on the split's test users."""
+def test_metrics(model, split, per_user: dict | None = None) -> dict[str, float]:
+    """The stage's metrics (module docstring) of a fitted model on the split's test users; with
+    `per_user` (a dict) also fills it with ``users`` and ``metrics`` (NDCG@100, Recall@k per user)."""
     from recsys.metrics.coverage import coverage_at_k, item_recall_at_k
 
     inputs, target = split["test_fold_in"], split["test_holdout"]
@@ -118,6 +124,8 @@ def test_metrics(model, split) -> dict[str, float]:
         out[f"coverage@{k}"] = coverage_at_k(result.topk, k, block) if block else float("nan")
     out["n_test_users"] = int(len(result.users))
     out["coverage_block"] = int(block)
+    if per_user is not None:
+        per_user.update(users=result.users, metrics=dict(result.per_user))
     return out
 
 
@@ -192,7 +200,9 @@ def run_one(split_path, method: str, spec: Mapping[str, Any], seed: int, out_dir
         model.fit(split["train"], valid if model.takes_validation else None)
         held.append(time.time())
     seconds = time.perf_counter() - start
-    metrics = test_metrics(model, split)
+    per_user: dict = {}
+    metrics = test_metrics(model, split, per_user)
+    out.mkdir(parents=True, exist_ok=True)
     result = {
         "method": method,
         "model": spec["model"],
@@ -209,6 +219,8 @@ def run_one(split_path, method: str, spec: Mapping[str, Any], seed: int, out_dir
                      "n_users": split.n_users, "n_items": split.n_items},
         "definitions": DEFINITIONS,
         "torch": torch.__version__,
+        # per test user: a paired comparison can be recomputed later without retraining
+        "per_user": save_per_user(out, per_user["users"], per_user["metrics"]),
     }
     return write_task_result(out, result, model if save_model else None)
 
@@ -274,6 +286,10 @@ class TailStage(Stage):
     protocol, whose = "strong_generalization", "POSIT's"
     keys = frozenset(_KEYS)
     mappings = ("methods", "learner")
+    reference = "ease"
+
+    def evidence_metrics(self, settings, results):
+        return list(EVIDENCE)
 
     def plan(self, settings: Mapping[str, Any], *, methods=None, params_string=None, seeds=None) -> list[Task]:
         """Method x seed, method-major (``method_configs`` checks every method first)."""
