@@ -33,6 +33,7 @@ from recsys.pipeline.report import write_task_result
 from recsys.pipeline.preprocess import figure_png
 from recsys.pipeline.settings import comma_list
 from recsys.pipeline.evidence import Metric, method_of, save_per_user
+from recsys.pipeline.catalog import STAGE_REFERENCES
 from recsys.pipeline.stage import Stage, Task, parse_seeds
 
 MODELS = BAM_MODELS
@@ -309,7 +310,7 @@ class BamStage(Stage):
                 raise unknown_key_error(key, _UPSTREAM, "upstream switch")
         return settings
 
-    reference = "hard"  # BaM's claim: each model's soft selections against its own hard selection
+    reference = STAGE_REFERENCES["bam"]
 
     def plan(self, settings: Mapping[str, Any], *, models=None, selections=None, tau=None, linear_size=None,
              multi_loss=None, seed=None, seeds=None) -> list[Task]:

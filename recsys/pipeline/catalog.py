@@ -47,3 +47,13 @@ META_BACKBONES = ("gru4rec", "narm", "sasrec", "bert4rec")
 BAM_MODELS = ("mind", "comirec", "remi")
 BAM_SELECTIONS = ("hard", "p", "l")
 BAM_BASELINES = {"mostpop": {}}  # when the settings name none
+
+# ---- the reference method each stage's table tests the others against (settings' `reference:` overrides)
+STAGE_REFERENCES = {
+    "pretrain": "mostpop",      # every global model against most-popular
+    LOCAL_STAGE: "enlft",       # TALL's claim is against EnLFT (the VAE when EnLFT is not run)
+    "tail": "ease",             # POSIT's claim is against EASE trained by the same learner
+    "meta": "maml_pp",          # MELO's claim is against MAML++, on the same backbone
+    "bam": "hard",              # BaM's claim: each model's soft selections against its hard selection
+}
+LOCAL_FALLBACK_REFERENCE = "vae"

@@ -27,7 +27,8 @@ from recsys.io import atomic_path, save_npy, sha256_file
 from recsys.pipeline.settings import comma_list
 from recsys.pipeline.preprocess import figure_png
 from recsys.pipeline.stage import Stage, parse_seeds
-from recsys.pipeline.catalog import LOCAL_BASE_METHODS, LOCAL_METHODS, LOCAL_STAGE
+from recsys.pipeline.catalog import (LOCAL_BASE_METHODS, LOCAL_FALLBACK_REFERENCE, LOCAL_METHODS, LOCAL_STAGE,
+                                     STAGE_REFERENCES)
 from recsys.pipeline.checkpoints import task_checkpoints
 
 METHOD_MODELS = LOCAL_METHODS
@@ -476,14 +477,14 @@ class LocalStage(Stage):
     name, label = LOCAL_STAGE, "local"
     protocol, whose = "random_split", "LFT / TALL's"
     keys = frozenset(_KEYS)
-    reference = "enlft"  # TALL's claim is against EnLFT
+    reference = STAGE_REFERENCES[LOCAL_STAGE]
 
     def reference_of(self, settings, results=None):
         """EnLFT where the run has it, else the VAE (the global model every local method improves on)."""
         from recsys.pipeline.evidence import method_of
 
         methods = {method_of(k) for k in (results or {})}
-        for ref in ((settings or {}).get("reference"), self.reference, "vae"):
+        for ref in ((settings or {}).get("reference"), self.reference, LOCAL_FALLBACK_REFERENCE):
             if ref and (results is None or ref in methods):
                 return ref
         return None

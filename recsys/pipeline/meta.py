@@ -35,6 +35,7 @@ from recsys.pipeline.checkpoints import task_checkpoints
 from recsys.pipeline.preprocess import default_output_root, figure_png
 from recsys.pipeline.settings import comma_list
 from recsys.pipeline.evidence import Metric, save_per_user
+from recsys.pipeline.catalog import STAGE_REFERENCES
 from recsys.pipeline.stage import Stage, Task, parse_seeds
 
 METHODS = tuple(META_METHODS)
@@ -389,7 +390,7 @@ class MetaStage(Stage):
     protocol, whose = "user_split", "MELO's"
     keys = frozenset(_KEYS)
     mappings = _MAPPINGS
-    reference = "maml_pp"  # MELO's claim is against MAML++, on the same backbone
+    reference = STAGE_REFERENCES["meta"]
 
     def evidence_metrics(self, settings, results):
         return list(EVIDENCE)

@@ -24,6 +24,7 @@ from recsys.pipeline.preprocess import default_output_root, figure_png
 from recsys.pipeline.checkpoints import task_checkpoints
 from recsys.pipeline.settings import check_dataset, comma_list, merged_settings, stage_params_file
 from recsys.pipeline.evidence import save_per_user
+from recsys.pipeline.catalog import STAGE_REFERENCES
 from recsys.pipeline.stage import Stage, Task, parse_seeds
 
 _PROTOCOL_KEYS = {"threshold", "dataset", "params", "models", "artifacts", "seeds", "reference"}
@@ -285,7 +286,7 @@ class PretrainStage(Stage):
     def default_run_dir(self, dataset: str, run_id: str, protocol: str = "") -> Path:
         return default_output_root() / self.name / dataset / protocol / str(run_id)
 
-    reference = "mostpop"
+    reference = STAGE_REFERENCES["pretrain"]
 
     def plan(self, section: Mapping[str, Any], *, seeds=None) -> list[Task]:
         """One task per model of a protocol section (:func:`protocol_settings` checked them); with

@@ -34,6 +34,7 @@ from recsys.training.memory import Heartbeat, MemoryLedger, last_heartbeat
 from recsys.pipeline.settings import comma_list
 from recsys.pipeline.preprocess import figure_png
 from recsys.pipeline.evidence import Metric, save_per_user
+from recsys.pipeline.catalog import STAGE_REFERENCES
 from recsys.pipeline.stage import Stage, Task, parse_seeds
 
 METHODS = tuple(TAIL_METHODS)
@@ -286,7 +287,7 @@ class TailStage(Stage):
     protocol, whose = "strong_generalization", "POSIT's"
     keys = frozenset(_KEYS)
     mappings = ("methods", "learner")
-    reference = "ease"
+    reference = STAGE_REFERENCES["tail"]
 
     def evidence_metrics(self, settings, results):
         return list(EVIDENCE)
