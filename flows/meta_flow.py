@@ -68,9 +68,9 @@ class MetaFlow(CsvDatasetFlow):
         self.results = {f"{i.task.key}/seed{i.task.seed}": i.result for i in inputs}
         self.tasks_done = {i.task.result_key: i.result for i in inputs}
         self.rows = STAGE.aggregate(self.tasks_done)
-        self.evidence = STAGE.evidence(self.tasks_done, self.settings)
         prune_checkpoints(self)
         self.merge_artifacts(inputs, exclude=["task", "result"])
+        self.evidence = STAGE.evidence(self.tasks_done, self.settings)
         self.next(self.end)
 
     @card(type="blank", id="meta")

@@ -391,8 +391,8 @@ def group_table(results: Mapping[Any, Mapping[str, Any]]) -> list[dict]:
     from recsys.pipeline.evidence import method_of
 
     by_method: dict[str, list[Mapping[str, Any]]] = {}
-    for key, r in results.items():
-        by_method.setdefault(method_of(key), []).append(r)
+    for key, r in results.items():  # a result names its method (JSON keys "vae/seed1" too)
+        by_method.setdefault(r.get("method") or method_of(key), []).append(r)
     rows = []
     for name, runs in by_method.items():
         def mean(get):

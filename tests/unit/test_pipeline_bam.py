@@ -107,3 +107,28 @@ def test_a_dataset_without_a_params_file_gets_the_default_profile(tmp_path, monk
     monkeypatch.setenv("RECSYS_PARAMS_DIR", str(tmp_path))  # no params at all: one clear error
     with pytest.raises(ConfigError, match="no BaM-stage settings for dataset 'ml-20m'"):
         bam.load_settings("ml-20m")
+
+
+def test_seeds_make_one_task_per_seed_and_each_selection_is_tested_against_its_models_hard_one(tmp_path):
+    import numpy as np
+
+    from recsys.pipeline.evidence import save_per_user
+
+    settings = bam.load_settings("amazon-digital-music")
+    tasks = bam.STAGE.plan(settings, models="remi", selections="hard,p", seeds="0,1")
+    assert [(t.key, t.seed, t.spec["config"]["seed"]) for t in tasks] == [
+        ("remi/hard", 0, 0), ("remi/hard", 1, 1), ("remi/p", 0, 0), ("remi/p", 1, 1)]
+    rng = np.random.default_rng(0)
+    hits = {"remi/hard": rng.random(400) < 0.2, "remi/p": rng.random(400) < 0.35}
+    results = {}
+    for t in tasks:
+        values = hits[t.key].astype(float)
+        rec = save_per_user(tmp_path / f"{t.key.replace('/', '_')}{t.seed}", np.arange(400),
+                            {"recall@20": values, "ndcg@20": values / 2})
+        results[t.result_key] = {**_result("remi", t.key.split("/")[1], float(values.mean()), [0.25] * 4),
+                                 "seed": t.seed, "per_user": rec}
+    rows = bam.table_rows(results)
+    assert [r["method"] for r in rows] == ["remi/hard", "remi/p"] and rows[1]["seeds"] == 2
+    evidence = bam.STAGE.evidence(results, settings)
+    vs = evidence["metrics"]["recall@20"]["remi/p"]["vs"]
+    assert vs["reference"] == "remi/hard" and vs["significant"] and vs["diff"] > 0.1

@@ -91,3 +91,38 @@ def test_gate_ablation_runs_the_dataset_tall_settings_with_only_the_two_switches
         assert method["config"] == {**tall, **switches}
         seen.add((switches["gate_source"], switches["adaptive"]))
     assert seen == {("valid", True), ("valid", False), ("train_slice", True), ("train_slice", False)}
+
+
+def test_seeded_methods_run_once_per_seed_and_the_table_tests_them_against_the_reference(tmp_path):
+    from recsys.data import make_synthetic
+
+    path = tmp_path / "tiny.csv"
+    make_synthetic(n_users=150, n_items=60, seed=3).df.to_csv(path, index=False)
+    settings = lc.load_settings("amazon-digital-music", {**TINY, "shards": 1, "dataset": {"path": str(path)},
+                                                         "seeds": "0,1,2", "reference": "wl"})
+    settings["methods"] = {**{k: v for k, v in settings["methods"].items() if k in ("vae", "wl")},
+                           "vae": {**TINY["methods"]["wl"], "exponent": 0.0}}
+    settings = lc.select_methods(settings, "vae,wl")
+    assert settings["seeds"] == [0, 1, 2] and lc.method_seeds(settings, "vae") == [0, 1, 2]
+    prepared = lc.prepare("csv", settings, output_dir=tmp_path / "split")
+    base = lc.train_base(prepared.path, settings, tmp_path / "models")
+    assert set(base["results"]) == {(m, s) for m in ("vae", "wl") for s in (0, 1, 2)}
+    assert Path(base["models"]["vae"]).name == "vae.pt" and (tmp_path / "models" / "vae.seed1.pt").is_file()
+    # the seeds differ, and each kept its per-user arrays
+    ndcg = [base["results"][("vae", s)]["test"]["ndcg@20"] for s in (0, 1, 2)]
+    assert len(set(ndcg)) > 1
+    rows = lc.group_table(base["results"])
+    assert [r["method"] for r in rows] == ["vae", "wl"] and rows[0]["seeds"] == 3
+    assert rows[0]["ndcg@20"] == pytest.approx(np.mean(ndcg), abs=1e-4)
+    evidence = lc.STAGE.evidence(base["results"], settings)
+    entry = evidence["metrics"]["ndcg@20"]["vae"]
+    assert entry["ci_over"] == "seeds" and entry["vs"]["reference"] == "wl" and entry["vs"]["n_seeds"] == 3
+    assert "ndcg@20 (low)" in evidence["metrics"]
+    headers, cells = lc.STAGE.table_with_evidence(rows, evidence)
+    assert headers[-2:] == ["ndcg@20 (high) [95% CI]", "vs wl"] and cells[1][-1] == "ref"
+
+
+def test_a_sharded_method_cannot_be_seeded():
+    settings = lc.load_settings("amazon-digital-music", {"seeds": [0, 1], "seeded_methods": ["vae", "loca"]})
+    with pytest.raises(ConfigError, match="seeded_methods: 'loca' trains in shards"):
+        lc.select_methods(settings, "vae,loca")

@@ -149,3 +149,12 @@ def test_a_user_scorer_trains_on_its_own_protocol_and_is_refused_on_another_nami
     assert results["tall"]["test"]["ndcg@20"] > 1.1 * results["mostpop"]["test"]["ndcg@20"]
     with pytest.raises(ConfigError, match=r"model 'tall' \(UserScorer\) trains on random_split splits only"):
         pt.protocol_settings(settings, "strong_generalization", "tall")
+
+
+def test_seeds_give_one_task_per_seed_of_each_seeded_model_and_one_for_the_others():
+    section = pt.protocol_settings(pt.load_settings("amazon-digital-music"), "random_split", "mostpop,ease,multvae")
+    tasks = pt.STAGE.plan(section, seeds="0,1,2")
+    assert [t.result_key for t in tasks] == ["mostpop", "ease", ("multvae", 0), ("multvae", 1), ("multvae", 2)]
+    assert [t.result_key for t in pt.STAGE.plan(section)] == ["mostpop", "ease", "multvae"]
+    with pytest.raises(ConfigError, match="seeds must be non-negative integers"):
+        pt.STAGE.plan(section, seeds="0,x")
