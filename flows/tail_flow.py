@@ -86,7 +86,7 @@ class TailFlow(CsvDatasetFlow):
             f"training seeds {self.seed_list}; mean ± std over seeds. Recall denominator min(k, |held-out|); "
             f"coverage over blocks of {tail.COVERAGE_BLOCK} test users. {footnote(self.evidence)}"))
         current.card.append(Table(cells, headers=headers))
-        current.card.append(Image(tail.coverage_plot_png(self.rows)))
+        current.card.append(Image(tail.coverage_plot_png(self.rows, evidence=self.evidence)))
         self.next(self.end)
 
     @step

@@ -261,18 +261,33 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
                                           for r in rows]
 
 
-def coverage_plot_png(rows: list[dict], k: int = 100) -> bytes:
-    """Scatter of Coverage@k (x) against NDCG@100 (y) per method, with +-std bars."""
+def coverage_plot_png(rows: list[dict], k: int = 100, evidence: Mapping[str, Any] | None = None) -> bytes:
+    """Scatter of Coverage@k (x) against NDCG@100 (y) per method: with `evidence`
+    (:meth:`TailStage.evidence`) its 95 % intervals as bars and ``*`` after a method whose
+    difference to the reference is significant on that axis; else +-std bars over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     cov, acc = f"coverage@{k}", "ndcg@100"
+    tables = (evidence or {}).get("metrics", {})
+
+    def bar(metric, r):
+        e = tables.get(metric, {}).get(r["method"]) or {}
+        if e.get("ci"):
+            return [[max(0.0, r[metric] - e["ci"][0])], [max(0.0, e["ci"][1] - r[metric])]], \
+                bool((e.get("vs") or {}).get("significant"))
+        return r[f"{metric}_std"], False
+
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in rows:
-        ax.errorbar(r[cov], r[acc], xerr=r[f"{cov}_std"], yerr=r[f"{acc}_std"], fmt="o", capsize=3, label=r["method"])
-        ax.annotate(r["method"], (r[cov], r[acc]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        (xerr, xsig), (yerr, ysig) = bar(cov, r), bar(acc, r)
+        ax.errorbar(r[cov], r[acc], xerr=xerr, yerr=yerr, fmt="o", capsize=3, label=r["method"])
+        mark = (" *cov" if xsig else "") + (" *ndcg" if ysig else "")
+        ax.annotate(r["method"] + mark, (r[cov], r[acc]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    bars = "95 % intervals; * significant vs the reference" if tables else "± std over seeds"
+    ax.set_title(bars, fontsize=8)
     ax.set_xlabel(f"Coverage@{k} (distinct items per {COVERAGE_BLOCK} test users)")
     ax.set_ylabel(f"test {acc.upper()}")
     ax.grid(alpha=0.3)
@@ -312,7 +327,7 @@ class TailStage(Stage):
         return table(rows)
 
     def plot_png(self, rows, **context):
-        return coverage_plot_png(rows)
+        return coverage_plot_png(rows, evidence=context.get("evidence"))
 
 
 STAGE = TailStage()
