@@ -2,6 +2,7 @@
 rating regression. Conventions (recall denominator, MAP normaliser, skipped users, ties)
 are in each module's docstring and recorded by ``RankingResult.summary()``."""
 
+from recsys.metrics.beyond import BEYOND_METRICS, beyond_accuracy
 from recsys.metrics.coverage import (
     ItemRecall,
     catalog_coverage,
@@ -22,6 +23,8 @@ from recsys.metrics.ranking import (
 from recsys.metrics.regression import mae, per_rating_report, rmse
 
 __all__ = [
+    "BEYOND_METRICS",
+    "beyond_accuracy",
     "GROUP_NAMES",
     "METRICS",
     "RECALL_DENOMINATORS",
