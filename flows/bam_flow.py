@@ -21,7 +21,8 @@ import os
 from metaflow import Parameter, card, current, project, step
 
 from flow_base import CsvDatasetFlow, stage_config
-from flow_support import checkpoint_root, main, prune_checkpoints, stage_settings, stage_split, training_step
+from flow_support import (checkpoint_root, main, prune_checkpoints, run_provenance, stage_settings, stage_split,
+                          training_step)
 
 
 @project(name="recsys_pipelines")
@@ -108,7 +109,7 @@ class BamFlow(CsvDatasetFlow):
                                   "baselines": self.baselines, "evidence": self.evidence},
                          png=bam.usage_plot_png(self.results), evidence=self.evidence,
                          tasks={**self.baselines, **self.results}, dataset=self.dataset,
-                         split_sha256=self.split_sha256)
+                         split_sha256=self.split_sha256, provenance=run_provenance(self))
 
 
 def bam_key(key) -> str:

@@ -223,9 +223,26 @@ def stage_settings(flow, stage, **overrides) -> dict:
     return stage.load_settings(flow.dataset, override)
 
 
+def run_provenance(flow) -> dict:
+    """The provenance record of a finished run (:func:`recsys.pipeline.provenance.provenance`): the
+    run's pathspec, the run it resumed (``resume``), its dataset and split, wall seconds since start."""
+    import time
+
+    from recsys.pipeline.provenance import provenance
+
+    started = getattr(flow, "started_at", None)
+    return provenance(dataset=getattr(flow, "dataset", None), split_path=getattr(flow, "split_path", None),
+                      split_sha256=getattr(flow, "split_sha256", None), run=current.pathspec.rsplit("/", 2)[0]
+                      if current.pathspec else None, resumed_from=current.origin_run_id,
+                      wall_seconds=round(time.time() - started, 1) if started else None)
+
+
 def stage_split(flow, stage, settings):
     """The run folder and the stage's split, kept as the flow's artifacts ``run_dir``,
     ``split_path``, ``split_sha256`` and ``stats``; returns the prepared split."""
+    import time
+
+    flow.started_at = time.time()
     flow.run_dir = os.path.abspath(flow.output_dir or str(stage.default_run_dir(flow.dataset, current.run_id)))
     prepared = stage.prepare(flow.dataset, settings, data_dir=flow.data_dir or None,
                              output_dir=os.path.join(flow.run_dir, "split"))

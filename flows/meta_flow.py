@@ -16,7 +16,8 @@ copy lacks a third of its ratings.
 from metaflow import Parameter, card, current, project, step
 
 from flow_base import CsvDatasetFlow, stage_config
-from flow_support import checkpoint_root, main, prune_checkpoints, stage_settings, stage_split, training_step
+from flow_support import (checkpoint_root, main, prune_checkpoints, run_provenance, stage_settings, stage_split,
+                          training_step)
 
 
 @project(name="recsys_pipelines")
@@ -100,7 +101,7 @@ class MetaFlow(CsvDatasetFlow):
                           rows=self.rows, intro=f"Ratings: {meta.rating_table(s)}",
                           results={"rows": self.rows, "runs": self.results, "stats": s, "evidence": self.evidence},
                           png=png, evidence=self.evidence, tasks=self.tasks_done, dataset=self.dataset,
-                          split_sha256=self.split_sha256)
+                          split_sha256=self.split_sha256, provenance=run_provenance(self))
 
 
 if __name__ == "__main__":

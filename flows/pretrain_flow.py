@@ -17,7 +17,7 @@ import os
 from metaflow import Parameter, card, current, project, step
 
 from flow_base import CsvDatasetFlow, stage_config
-from flow_support import checkpoint_root, main, prune_checkpoints, training_step
+from flow_support import checkpoint_root, main, prune_checkpoints, run_provenance, training_step
 
 
 @project(name="recsys_pipelines")
@@ -45,6 +45,9 @@ class PretrainFlow(CsvDatasetFlow):
 
         from recsys.pipeline.settings import with_data_options
 
+        import time
+
+        self.started_at = time.time()
         settings = pt.load_settings(self.dataset, dict(self.cfg))
         self.section = pt.protocol_settings(settings, self.protocol or None, self.models or None)
         self.section = with_data_options(self.section, self.data_path, self.columns, self.sep)
@@ -110,7 +113,8 @@ class PretrainFlow(CsvDatasetFlow):
         pt.STAGE.report(self.run_dir, title=f"{self.dataset}: pretraining ({self.section['protocol']})",
                         intro="Test metrics per model, epochs and training seconds.", rows=self.rows,
                         results=self.results, png=pt.curves_png(self.results), evidence=self.evidence,
-                        tasks=self.tasks_done, dataset=self.dataset, split_sha256=self.split_sha256)
+                        tasks=self.tasks_done, dataset=self.dataset, split_sha256=self.split_sha256,
+                        provenance=run_provenance(self))
 
 
 if __name__ == "__main__":

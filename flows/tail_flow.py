@@ -20,7 +20,8 @@ import os
 from metaflow import Parameter, card, current, project, schedule, step
 
 from flow_base import CsvDatasetFlow, stage_config
-from flow_support import checkpoint_root, main, prune_checkpoints, stage_settings, stage_split, training_step
+from flow_support import (checkpoint_root, main, prune_checkpoints, run_provenance, stage_settings, stage_split,
+                          training_step)
 
 
 @project(name="recsys_pipelines")
@@ -98,7 +99,7 @@ class TailFlow(CsvDatasetFlow):
                           intro="Mean ± std over seeds per method.",
                           results={"rows": self.rows, "runs": self.results, "evidence": self.evidence},
                           evidence=self.evidence, tasks=self.tasks_done, dataset=self.dataset,
-                          split_sha256=self.split_sha256)
+                          split_sha256=self.split_sha256, provenance=run_provenance(self))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ import os
 from metaflow import Parameter, card, current, project, schedule, step
 
 from flow_base import CsvDatasetFlow, stage_config
-from flow_support import checkpoint_root, main, prune_checkpoints, stage_settings, stage_split, training_step
+from flow_support import (checkpoint_root, main, prune_checkpoints, run_provenance, stage_settings, stage_split,
+                          training_step)
 
 
 @project(name="recsys_pipelines")
@@ -119,7 +120,11 @@ class TallFlow(CsvDatasetFlow):
                         intro="Test NDCG@20 overall and per mainstream group (low -> high), training seconds.",
                         rows=self.rows, results=self.results, png=lc.group_plot_png(self.runs, self.evidence),
                         evidence=self.evidence, tasks=self.runs, dataset=self.dataset,
-                        split_sha256=self.split_sha256)
+                        split_sha256=self.split_sha256, provenance=run_provenance(self))
+        freed = lc.remove_shards(os.path.join(self.run_dir, "shards"), self.settings)
+        if freed:
+            print(f"removed the shard-level copies ({freed / 1e6:.0f} MB; the assembled models are in models/); "
+                  f"keep them with keep_shards: true")
         print(f"models and splits under {self.run_dir}")
 
 

@@ -37,7 +37,7 @@ REPORT_KS = (1, 5, 10, 20)
 REPORT_METRICS = ("precision", "recall", "ndcg")
 GROUP_METRIC = "ndcg@20"
 _KEYS = {"protocol", "threshold", "dataset", "params", "shards", "device", "methods", "reference", "seeds",
-         "seeded_methods"}
+         "seeded_methods", "keep_shards"}
 SEEDED_DEFAULT = LOCAL_BASE_METHODS  # with seeds: the cheap global models run once per seed
 
 
@@ -159,8 +159,9 @@ def train_base(split_path, settings: Mapping[str, Any], out_dir, *, checkpoint_d
             path = str(model.save(out / (f"{name}.pt" if i == 0 else f"{_stem(name, seed)}.pt")))
             models.setdefault(name, path)
             if not method.get("base_only"):
-                results[result_key(name, seed)] = evaluate_method(model, split, groups, name, method, seconds, out,
-                                                                  seed=seed)
+                result = evaluate_method(model, split, groups, name, method, seconds, out, seed=seed)
+                result["files"] = {"model": {"path": str(Path(path).resolve()), "sha256": sha256_file(path)}}
+                results[result_key(name, seed)] = result
     base = {"models": models, "results": results}
     base["prepared"] = prepare_methods(split_path, base, settings, out)
     return base
@@ -241,6 +242,19 @@ def run_task(split_path, base: Mapping[str, Any], task: Mapping[str, Any], setti
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return {**task, "path": str(path), "seconds": time.perf_counter() - start}
+
+
+def remove_shards(shard_dir, settings: Mapping[str, Any]) -> int:
+    """Delete the shard-level model copies of a finished run (every method is assembled and saved
+    whole under ``models/``); bytes freed. ``keep_shards: true`` keeps them."""
+    import shutil
+
+    folder = Path(shard_dir)
+    if settings.get("keep_shards") or not folder.is_dir():
+        return 0
+    freed = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    shutil.rmtree(folder)
+    return freed
 
 
 def _prepared(base: Mapping[str, Any], name: str, device):
@@ -547,6 +561,7 @@ class LocalStage(Stage):
         for key, outs in outputs.items():
             results[key] = assemble(prepared.path, base, outs[0]["method"], outs, settings, out / "models")
         results = ordered(results, settings)
+        remove_shards(out / "shards", settings)
         return {"stats": prepared.stats, "results": results, "split_path": str(prepared.path),
                 "split_sha256": prepared.sha256, "evidence": self.evidence(results, settings)}
 

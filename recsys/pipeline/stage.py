@@ -204,7 +204,7 @@ class Stage:
     def report(self, run_dir, *, rows: list[dict], results: Any, title: str, intro: str = "",
                png: bytes | None = None, evidence: Mapping[str, Any] | None = None,
                tasks: Mapping[Any, Mapping[str, Any]] | None = None, dataset: str | None = None,
-               split_sha256: str | None = None) -> dict[str, Path]:
+               split_sha256: str | None = None, provenance: Mapping[str, Any] | None = None) -> dict[str, Path]:
         """``report.html``, ``plot.png`` and ``results.json`` under `run_dir`, the table printed;
         with `tasks` (the task results by result key) also ``per_user.npz`` (every task's per-user
         arrays) and ``evidence.json`` (the intervals and tests, the split's checksum, the per-seed
@@ -214,29 +214,34 @@ class Stage:
 
         headers, cells = self.table_with_evidence(rows, evidence)
         note = footnote(evidence)
+        if provenance and isinstance(results, Mapping):
+            results = {**results, "provenance": dict(provenance)}
         files = publish(run_dir, title=title, intro=f"{intro} {note}".strip(), headers=headers, cells=cells,
                         results=results, png=png if png is not None else self.plot_png(rows, results=results, evidence=evidence))
         if note:
             print(note)
         if tasks:
             files["evidence"] = self.write_evidence(run_dir, tasks, evidence, dataset=dataset,
-                                                    split_sha256=split_sha256)
+                                                    split_sha256=split_sha256, provenance=provenance)
             print(f"evidence: {files['evidence']}")
         return files
 
     def write_evidence(self, run_dir, tasks: Mapping[Any, Mapping[str, Any]], evidence: Mapping[str, Any] | None,
-                       *, dataset: str | None = None, split_sha256: str | None = None) -> Path:
+                       *, dataset: str | None = None, split_sha256: str | None = None,
+                       provenance: Mapping[str, Any] | None = None) -> Path:
         """``per_user.npz`` and ``evidence.json`` of a finished run (see :meth:`report`)."""
         from recsys.io import write_json
         from recsys.pipeline.evidence import method_of, seed_of, write_run_arrays
 
         arrays = write_run_arrays(run_dir, tasks)
         runs = [{"method": method_of(k), "seed": seed_of(k, r), "model": r.get("model"),
-                 "test": {m: v for m, v in (r.get("test") or {}).items() if isinstance(v, (int, float))}}
+                 "test": {m: v for m, v in (r.get("test") or {}).items() if isinstance(v, (int, float))},
+                 "train_seconds": r.get("train_seconds"), "files": r.get("files")}
                 for k, r in tasks.items()]
         path = Path(run_dir) / "evidence.json"
         write_json(path, {"stage": self.name, "dataset": dataset, "split_sha256": split_sha256,
-                          "per_user": arrays, "runs": runs, "evidence": evidence})
+                          "per_user": arrays, "runs": runs, "evidence": evidence,
+                          "provenance": dict(provenance or {})})
         return path
 
     # ---- the whole stage in one process -------------------------------------------------------------

@@ -35,9 +35,17 @@ def test_one_leaderboard_over_runs_of_one_split_and_a_refusal_for_another(metafl
     a = run_flow(PRETRAIN, metaflow_env, tmp_path / "a", _cfg(path), dataset="csv", models="mostpop",
                  output_dir=str(tmp_path / "run_a"))
     split_dir = a["end"].task["split_path"].data
-    run_flow(PRETRAIN, metaflow_env, tmp_path / "b", _cfg(path), dataset="csv", models="ease",
+    b = run_flow(PRETRAIN, metaflow_env, tmp_path / "b", _cfg(path), dataset="csv", models="ease",
                  split_dir=split_dir, output_dir=str(tmp_path / "run_b"))
     assert (tmp_path / "run_b" / "per_user.npz").is_file() and (tmp_path / "run_b" / "evidence.json").is_file()
+    # provenance in the results file and the evidence: data, split, code, versions, machine, the run
+    prov = json.loads((tmp_path / "run_b" / "results.json").read_text())["provenance"]
+    assert prov == json.loads((tmp_path / "run_b" / "evidence.json").read_text())["provenance"]
+    assert prov["dataset"] == "csv" and prov["split"]["sha256"] == a["end"].task["split_sha256"].data
+    assert prov["split"]["n_users"] > 0 and prov["run"] == f"PretrainFlow/{b.id}" and prov["resumed_from"] is None
+    assert set(prov["versions"]) >= {"python", "torch", "numpy", "scipy", "pandas", "metaflow"}
+    assert ("commit" in prov["code"] or "package" in prov["code"]) and prov["host"]["cpu_cores"] >= 1
+    assert prov["wall_seconds"] > 0
     board = _compare(metaflow_env, tmp_path, runs=f"PretrainFlow/{a.id},{tmp_path / 'run_b'}",
                      output_dir=str(tmp_path / "cmp"))["end"].task["board"].data
     table = board["tables"]["ndcg@20"]
