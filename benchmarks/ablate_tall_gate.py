@@ -30,6 +30,11 @@ VARIANTS = {  # name -> the switches changed from the dataset's `tall` entry
 }
 
 
+# Every key this script writes (checked by benchmarks/check_results_keys.py): a set names leaf keys,
+# a dict maps key patterns to what lies below them, None = not checked further.
+WRITES = {"dataset", "settings_file", "variants", "results", "stats", "wall_seconds"}
+
+
 def variant_settings(dataset: str) -> dict:
     """The dataset's stage settings with its ``tall`` entry copied into the four VARIANTS (checked)."""
     from recsys.pipeline import local as lc

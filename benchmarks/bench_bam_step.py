@@ -42,6 +42,12 @@ CONFIG = dict(seq_len=200, selection="p", multi_loss=True, steps_per_epoch=1, ep
               progress="off", seed=2021)
 
 
+# Every key this script writes (checked by benchmarks/check_results_keys.py): a set names leaf keys,
+# a dict maps key patterns to what lies below them, None = not checked further.
+WRITES = {"what", "config", "device", "torch_threads", "torch", "reference", "ours", "train_speedup", "eval_speedup",
+          "peak_rss_ratio", "metric_abs_diff_history_zero"}
+
+
 def load():
     from recsys.data import load_dataset
     from recsys.protocols import leave_one_out

@@ -31,7 +31,17 @@ Workloads (ML-1M; shapes from the papers' settings):
 * ``sasrec`` / ``bert4rec``: one epoch at length 200 (``bench_seq_epoch.py``'s settings and FLOP
   count), timed on the first ``--seq-batches`` batches and scaled.
 
-Writes ``benchmarks/results/bound_cpu.json`` (or ``--out``).
+Writes ``benchmarks/results/bound_cpu.json`` (or ``--out``), keeping what an earlier run measured
+that this one does not: ``workloads.<workload>.<variant>`` per child (with the ``command`` that
+measured it); ``--store-as before=before_rerun`` records a variant under another name
+(``<variant>_<suffix>``) so that a second measurement stands beside the first. ``--pool`` measures
+again and pools the step times of ``POOLED_VARIANTS`` with the earlier runs' instead of replacing
+the entries: ``<workload>_pooled`` starts from the entries in the file (the earlier run's timed
+steps) and gains this run's (its median over all of them, ``runs_steps`` and ``commands`` per run).
+Top level: the last run's ``command``, ``machine`` (cores, vector extension, torch, threads per
+child), ``before_commit`` (of ``--before``) and ``note`` (``--note``; kept from the file when not
+given). Every key written is declared in ``WRITES`` (checked by
+``benchmarks/check_results_keys.py``).
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -49,7 +60,26 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 WORKLOADS = ("tall", "lft", "multvae", "sasrec", "bert4rec")
+NAMES = {"tall": "TALL", "lft": "LFT", "multvae": "Mult-VAE", "sasrec": "SASRec", "bert4rec": "BERT4Rec"}
 VARIANTS = ("before", "after", "after_compiled", "reference")  # reference: TALL only
+POOLED_VARIANTS = ("before", "after")
+POOLED_WHAT = ("{workload} step times of {n_runs} runs of this script ({steps} timed steps per variant): single runs "
+               "scatter {after_low:.1f}-{after_high:.1f} s (after) and {before_low:.1f}-{before_high:.1f} s (before) "
+               "per step on this machine")
+
+# Every key this script writes (checked by benchmarks/check_results_keys.py): a set names leaf keys,
+# a dict maps key patterns to what lies below them, None = not checked further.
+ENTRY = {"seconds", "seconds_all", "first_step_seconds", "compile_seconds", "flops", "shape", "matmul_gflops",
+         "bound_seconds", "x_bound", "bound_seconds_at_workload_shape", "x_bound_at_workload_shape", "threads",
+         "peak_rss_gb", "note", "flops_ours", "x_bound_of_ours_flops", "x_bound_at_workload_shape_of_ours_flops",
+         "scaled_from_batches", "epoch_batches", "command"}
+POOLED = {"median_seconds", "steps", "seconds_all"}
+WRITES = {
+    "what": None, "before": None, "command": None, "machine": None, "before_commit": None, "note": None,
+    "workloads": {w: {**{v: ENTRY for v in VARIANTS}, **{f"{v}_*": ENTRY for v in VARIANTS}} for w in WORKLOADS},
+    **{f"{w}_pooled": {"what": None, "runs_steps": None, "commands": None, "before_over_after": None,
+                       **{v: POOLED for v in POOLED_VARIANTS}} for w in WORKLOADS},
+}
 
 
 # ---- in the child -----------------------------------------------------------------------------
@@ -280,12 +310,55 @@ def child(workload: str, variant: str, steps: int, seq_batches: int) -> None:
     out["x_bound_at_workload_shape"] = out["seconds"] / out["bound_seconds_at_workload_shape"]
     if "flops_ours" in out:
         out["x_bound_of_ours_flops"] = out["seconds"] / (out["flops_ours"] / (best * 1e9))
+        out["x_bound_at_workload_shape_of_ours_flops"] = out["seconds"] / (out["flops_ours"] / (shaped * 1e9))
     out["threads"] = torch.get_num_threads()
     out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print("RESULT " + json.dumps(out))
 
 
 # ---- in the parent ----------------------------------------------------------------------------
+
+
+def pool(report: dict, workload: str, measured: dict, command: str) -> dict:
+    """``<workload>_pooled``: the timed steps of ``POOLED_VARIANTS`` over runs of this script, the
+    file's entries first (when the pool starts) and then each ``--pool`` run's `measured`."""
+    key = f"{workload}_pooled"
+    old = report.get(key)
+    if old is None:  # starts from the run whose entries are in the file
+        entries = report["workloads"].get(workload, {})
+        first = {v: entries[v]["seconds_all"] for v in POOLED_VARIANTS if "seconds_all" in entries.get(v, {})}
+        old = {"runs_steps": [len(next(iter(first.values())))] if first else [], "commands": [report.get("command")],
+               **{v: {"seconds_all": s} for v, s in first.items()}}
+    steps = len(next(measured[v]["seconds_all"] for v in POOLED_VARIANTS if "seconds_all" in measured.get(v, {})))
+    out = {"runs_steps": [*old.get("runs_steps", []), steps], "commands": [*old.get("commands", []), command]}
+    for v in POOLED_VARIANTS:
+        times = [*(old.get(v) or {}).get("seconds_all", []), *(measured.get(v) or {}).get("seconds_all", [])]
+        if times:
+            out[v] = {"median_seconds": statistics.median(times), "steps": len(times), "seconds_all": times}
+    if all(v in out for v in POOLED_VARIANTS):
+        out["before_over_after"] = out["before"]["median_seconds"] / out["after"]["median_seconds"]
+        lo_hi = {f"{v}_{end}": f(out[v]["seconds_all"]) for v in POOLED_VARIANTS for end, f in (("low", min),
+                                                                                              ("high", max))}
+        out["what"] = POOLED_WHAT.format(workload=NAMES.get(workload, workload), n_runs=_count(len(out["runs_steps"])),
+                                         steps=" + ".join(str(n) for n in out["runs_steps"]), **lo_hi)
+    return out
+
+
+def _count(n: int) -> str:
+    return {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}.get(n, str(n))
+
+
+def machine_description(threads: int) -> str:
+    import torch
+
+    from _provenance import machine_line
+
+    return f"{machine_line()}, torch {torch.__version__}, {threads} threads per child"
+
+
+def commit_of(checkout: str) -> str | None:
+    proc = subprocess.run(["git", "-C", checkout, "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True)
+    return (proc.stdout.strip() or None) if proc.returncode == 0 else None
 
 
 def main() -> None:
@@ -299,8 +372,23 @@ def main() -> None:
     ap.add_argument("--seq-batches", type=int, default=8)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default=str(HERE / "results" / "bound_cpu.json"))
+    ap.add_argument("--store-as", default="", metavar="VARIANT=NAME,...",
+                    help="record a variant under another name, <variant>_<suffix> (e.g. before=before_rerun)")
+    ap.add_argument("--pool", action="store_true",
+                    help=f"pool the step times of {', '.join(POOLED_VARIANTS)} into <workload>_pooled instead of "
+                         "replacing the entries")
+    ap.add_argument("--note", default=None, help="a remark on the file's entries (top-level note)")
     a = ap.parse_args()
+    sys.path.insert(0, str(HERE))
+    from _provenance import invocation
+
     from recsys.io import write_json
+
+    command = invocation()
+    store_as = dict(x.split("=", 1) for x in a.store_as.split(",") if x)
+    for v, name in store_as.items():
+        if v not in VARIANTS or not name.startswith(v + "_") or name == v + "_":
+            sys.exit(f"--store-as {v}={name}: expected a variant of {VARIANTS} = <variant>_<suffix>")
     if not os.environ.get("RECSYS_DATA_HOME"):
         sys.exit("set RECSYS_DATA_HOME to the folder holding ml-1m/")
     if a.threads:
@@ -316,7 +404,17 @@ def main() -> None:
     report = {"what": __doc__.split("\n")[0], "before": a.before, "workloads": {}}
     if Path(a.out).is_file():  # resumable: keep what an earlier run measured
         report = {**json.loads(Path(a.out).read_text()), "before": a.before}
+    import torch
+
+    threads = int(os.environ.get("BENCH_THREADS", torch.get_num_threads()))
+    if not a.pool:  # a pooling run adds to <workload>_pooled only: the entries keep their run's provenance
+        report.update(command=command, machine=machine_description(threads))
+        if a.before:
+            report["before_commit"] = commit_of(a.before)
+    if a.note is not None:
+        report["note"] = a.note
     for w in workloads:
+        measured = {}
         for v in variants:
             if v == "reference" and w != "tall":
                 continue
@@ -328,12 +426,18 @@ def main() -> None:
             line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
             if proc.returncode or line is None:
                 sys.exit(f"{w}/{v} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-            r = json.loads(line[len("RESULT "):])
-            report["workloads"].setdefault(w, {})[v] = r
+            r = {**json.loads(line[len("RESULT "):]), "command": command}
+            measured[v] = r
+            if not a.pool:
+                report["workloads"].setdefault(w, {})[store_as.get(v, v)] = r
+                write_json(a.out, report, indent=1)
             comp = f", compile {r['compile_seconds']:.1f} s once" if r.get("compile_seconds") else ""
-            print(f"{w:9s} {v:15s} {r['seconds']:8.3f} s  bound {r['bound_seconds']:7.3f} s  x{r['x_bound']:.2f}{comp}",
-                  flush=True)
+            print(f"{w:9s} {store_as.get(v, v):15s} {r['seconds']:8.3f} s  bound {r['bound_seconds']:7.3f} s  "
+                  f"x{r['x_bound']:.2f}{comp}", flush=True)
+        if a.pool and any("seconds_all" in measured.get(v, {}) for v in POOLED_VARIANTS):
+            report[f"{w}_pooled"] = pool(report, w, measured, command)
             write_json(a.out, report, indent=1)
+            print(f"{w} pooled: {report[f'{w}_pooled'].get('what', '')}", flush=True)
     print("\n| workload | bound s | " + " | ".join(f"{v} s (x bound)" for v in variants) + " | before / after |")
     print("|---|---|" + "---|" * len(variants) + "---|")
     for w in workloads:

@@ -46,6 +46,12 @@ print(json.dumps({"seconds_per_epoch": total / epochs, "loss": m.history_[-1]["l
 """
 
 
+# Every key this script writes (checked by benchmarks/check_results_keys.py): a set names leaf keys,
+# a dict maps key patterns to what lies below them, None = not checked further.
+WRITES = {"what", "epochs_per_child", "threads", "rounds", "median_seconds_per_epoch", "median_after_over_before",
+          "same_final_loss", "runs"}
+
+
 def child(src: Path, epochs: int, threads: int, ckpt: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(src)}
     out = subprocess.run([sys.executable, "-c", CHILD, str(epochs), str(threads), ckpt], env=env, check=True,

@@ -58,6 +58,13 @@ BACKBONES = ("bert4rec", "gru4rec")
 TASKS = 16
 
 
+# Every key this script writes (checked by benchmarks/check_results_keys.py): a set names leaf keys,
+# a dict maps key patterns to what lies below them, None = not checked further.
+WRITES = {"device": None, "threads": None, "torch": None, "machine": None, "cpu_count": None, "load_average": None,
+          "setting": None,
+          "backbones": {"*": {"check", "seconds", "ratio_cpu", "ratio_wall", "ratio_cpu_plain_vmap", "memory"}}}
+
+
 def load(seed: int = 0):
     from recsys.pipeline import meta
     from recsys.protocols import user_split

@@ -40,6 +40,11 @@ from _children import child_result, run_children  # noqa: E402  (benchmarks/ is 
 BATCH, LR, WD, ALR, NSTD, K = 512, 0.05, 0.1, 1.0, 1.5, 100
 
 
+# Every key this script writes (checked by benchmarks/check_results_keys.py): a set names leaf keys,
+# a dict maps key patterns to what lies below them, None = not checked further.
+WRITES = {"device", "threads", "data_speedup", "epoch_speedup", "memory_ratio", "ours", "reference"}  # --out
+
+
 def training_pairs():
     """(users, items, n_users, n_items) of the training rows of the ML-1M tail split."""
     from recsys.pipeline import tail

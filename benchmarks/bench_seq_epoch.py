@@ -55,6 +55,11 @@ CONFIGS = {
 }
 
 
+# Every key this script writes (checked by benchmarks/check_results_keys.py): a set names leaf keys,
+# a dict maps key patterns to what lies below them, None = not checked further.
+WRITES = {"what", "dataset", "n_users", "n_items", "configs", "models"}
+
+
 def load_split():
     from recsys.data import load_dataset
     from recsys.protocols import leave_one_out

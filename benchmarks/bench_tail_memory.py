@@ -62,6 +62,11 @@ print(json.dumps({"peak_rss_gib": peak[0] / 2**30, "start_rss_gib": start_rss / 
 """
 
 
+# Every key this script writes (checked by benchmarks/check_results_keys.py): a set names leaf keys,
+# a dict maps key patterns to what lies below them, None = not checked further.
+WRITES = {"what", "epochs", "threads", "rows"}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--items", type=int, nargs="+", default=[12000, 23242])

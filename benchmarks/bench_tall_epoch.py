@@ -45,6 +45,11 @@ from _children import child_result, run_children  # noqa: E402  (benchmarks/ is 
 BATCH, LR, REG = 512, 1e-3, 1e-3
 
 
+# Every key this script writes (checked by benchmarks/check_results_keys.py): a set names leaf keys,
+# a dict maps key patterns to what lies below them, None = not checked further.
+WRITES = {"experts", "batches", "device", "reference_allocator", "speedup", "memory_ratio", "ours", "reference"}  # --out
+
+
 def load_split():
     from recsys.data import load_dataset
     from recsys.protocols import random_split

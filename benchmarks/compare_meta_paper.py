@@ -29,6 +29,11 @@ BACKBONES = ("gru4rec", "narm", "sasrec", "bert4rec")
 REFERENCE, METHODS = "maml_pp", ("melo", "basic")
 
 
+# Every key this script writes (checked by benchmarks/check_results_keys.py): a set names leaf keys,
+# a dict maps key patterns to what lies below them, None = not checked further.
+WRITES = {"reference", "unit", "alpha", "correction", "tests", "datasets"}
+
+
 def squared_errors(run: dict) -> tuple[np.ndarray, np.ndarray]:
     per = run["test_per_user"]
     return np.asarray(per["users"]), (np.asarray(per["pred"]) - np.asarray(per["target"])) ** 2

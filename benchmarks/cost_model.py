@@ -105,6 +105,11 @@ DATASETS = {
 }
 
 
+# Every key this script writes (checked by benchmarks/check_results_keys.py): a set names leaf keys,
+# a dict maps key patterns to what lies below them, None = not checked further.
+WRITES = {"what", "machine", "torch", "synthetic_seed", "datasets", "stages", "machine_model"}
+
+
 def dataset_shape(name: str, protocol: str):
     """The training part's shape of a published dataset under `protocol`."""
     from recsys.training.cost import DataShape, counted_flops

@@ -24,6 +24,12 @@ PUBLISHED = {"ml-1m": {"Petrov & Macdonald 2022": {"hit@10": 0.2821, "ndcg@10": 
                        "Klenitskiy & Vasilev 2023": {"hit@10": 0.2843, "ndcg@10": 0.1537}}}
 
 
+# Every key this script writes (checked by benchmarks/check_results_keys.py): a set names leaf keys,
+# a dict maps key patterns to what lies below them, None = not checked further.
+WRITES = {"what", "dataset", "protocol", "config", "torch_threads", "device", "epochs_run", "best_epoch", "train_seconds",
+          "curve", "test", "published"}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default="ml-1m")

@@ -20,6 +20,13 @@ sys.path.insert(0, str(REPO))
 MODELS = "mostpop,gru4rec,narm,sasrec"
 
 
+# Every key this script writes (checked by benchmarks/check_results_keys.py): a set names leaf keys,
+# a dict maps key patterns to what lies below them, None = not checked further.
+WRITES = {"dataset": None, "profile": None, "protocol": None, "params": None, "threads": None, "torch": None,
+          "load_average": None, "metrics": None, "stats": None,
+          "models": {"*": {"config", "test", "epochs", "best_epoch", "seconds", "ndcg@10_over_mostpop"}}}
+
+
 def main(models: str = MODELS, out_path: Path | None = None) -> dict:
     import torch
 

@@ -21,6 +21,12 @@ METHODS = ("basic", "maml_pp", "melo")
 SEEDS = (0, 1, 2)
 
 
+# Every key this script writes (checked by benchmarks/check_results_keys.py): a set names leaf keys,
+# a dict maps key patterns to what lies below them, None = not checked further.
+WRITES = {**{ds: {"planned", "done", "left", "per_method", "hours_left_estimate", "estimate_basis"} for ds in DATASETS},
+          "cost_model_block_flops": None, "amazon_over_ml100k_per_block": None}
+
+
 def block_flops() -> dict:
     """The cost model's FLOPs of one block of MELO meta-iterations per dataset and transformer
     backbone (recsys.training.cost; the formula covers SASRec / BERT4Rec), at the paper settings."""

@@ -66,6 +66,18 @@ RUNS = {
 }
 
 
+# Every key this script writes (checked by benchmarks/check_results_keys.py): a set names leaf keys,
+# a dict maps key patterns to what lies below them, None = not checked further.
+WRITES = {"what": None, "dataset": None, "protocol": None, "model_selection": None, "metric_definitions": None,
+          "metric_definitions_note": None, "recall_denominator": None, "run_length": None, "batch_size_note": None,
+          "epoch_numbering": None, "threads": None, "device": None, "torch": None, "total_seconds": None,
+          "runs": {"*": {"switches", "ranking_excludes_training_items", "config", "metrics_at_best_epoch",
+                         "stderr_at_best_epoch", "n_users_evaluated", "n_users_skipped", "best_epoch", "epochs_run",
+                         "gradient_updates", "beta_at_best_epoch", "beta_last", "fit_seconds", "train_seconds",
+                         "eval_seconds", "history", "same_weights_training_items_masked", "target_A5", "target_A5_run2",
+                         "within_3pct_of_target"}}}
+
+
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--max-epochs", type=int, default=500, help="seed 004: 500")
@@ -155,6 +167,7 @@ def main() -> None:
                        "upstream": {"max_epochs": 500, "patience": 50},
                        "shortened": args.max_epochs < 500 or args.patience < 50},
         "batch_size_note": "seed 004's README and logged run use 1024; its config/multvae.json says 512",
+        "epoch_numbering": "1-based (best_epoch and the history's epoch numbers, as the training loop counts)",
         "threads": args.threads,
         "device": str(args.device),
         "torch": torch.__version__,

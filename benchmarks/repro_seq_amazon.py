@@ -22,6 +22,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# Every key this script writes (checked by benchmarks/check_results_keys.py): a set names leaf keys,
+# a dict maps key patterns to what lies below them, None = not checked further.
+WRITES = {"dataset": None, "protocol": None, "stats": None, "threads": None, "torch": None,
+          "models": {"*": {"config_in", "test", "valid", "epochs", "best_epoch", "train_seconds", "wall_seconds"}}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default="amazon-beauty", choices=["amazon-beauty", "amazon-toys"])

@@ -33,6 +33,15 @@ PUBLISHED = {"bert4rec": {"Petrov & Macdonald 2022": {"hit@10": 0.2821, "ndcg@10
                           "Klenitskiy & Vasilev 2023": {"hit@10": 0.2843, "ndcg@10": 0.1537}}}
 
 
+# Every key this script writes (checked by benchmarks/check_results_keys.py): a set names leaf keys,
+# a dict maps key patterns to what lies below them, None = not checked further.
+WRITES = {"what": None, "protocol": None, "torch_threads": None, "published": None,
+          "models": {"mostpop": {"test"},
+                     "*": {"settings", "config", "test", "test_summary", "epochs", "best_epoch", "stopped_by",
+                           "seconds_to_best_epoch", "train_and_eval_seconds", "wall_seconds_this_process",
+                           "seconds_per_epoch", "curve"}}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="sasrec,gru4rec,narm")

@@ -56,6 +56,17 @@ EASE_LAMBDAS = (100.0, 200.0, 500.0, 1000.0)
 MODELS = ("multvae", "multdae", "ease", "mostpop")
 
 
+# Every key this script writes (checked by benchmarks/check_results_keys.py): a set names leaf keys,
+# a dict maps key patterns to what lies below them, None = not checked further.
+WRITES = {"what": None, "dataset": None, "protocol": None, "model_selection": None, "metric_definitions": None,
+          "recall_denominator": None, "n_test_users_evaluated": None, "run_length": None, "epoch_numbering": None,
+          "threads": None, "device": None, "torch": None, "total_seconds": None,
+          "models": {"*": {"config", "best_epoch", "epochs_run", "gradient_updates", "valid_ndcg_at_best", "history",
+                           "beta_at_best_epoch", "beta_last_epoch", "beta_note", "lambda_grid", "lambda_chosen",
+                           "valid_sweep", "final_fit_seconds", "train_seconds", "test", "test_stderr",
+                           "test_users_evaluated", "test_users_skipped"}}}
+
+
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--max-epochs", type=int, default=200, help="the paper: 200")
@@ -160,6 +171,7 @@ def main() -> None:
         "recall_denominator": "min(k, |held-out|)",
         "n_test_users_evaluated": n_test_eval,
         "run_length": {"max_epochs": args.max_epochs, "patience": args.patience},
+        "epoch_numbering": "1-based (best_epoch and the history's epoch numbers, as the training loop counts)",
         "threads": args.threads,
         "device": str(args.device),
         "torch": torch.__version__,

@@ -22,6 +22,11 @@ from recsys.io import json_default, write_json  # noqa: E402
 from recsys.pipeline import tail  # noqa: E402
 
 
+# Every key this script writes (checked by benchmarks/check_results_keys.py): a set names leaf keys,
+# a dict maps key patterns to what lies below them, None = not checked further.
+WRITES = {"dataset", "stats", "rows", "runs", "seconds"}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--methods", default=None)

@@ -11,8 +11,19 @@ masked; P / R / NDCG @ {1, 5, 10, 20} with recall denominator |test|; NDCG@20 pe
 so a long run that is interrupted keeps what finished; within a sharded method (``--shards``)
 every finished shard is kept too, and a rerun with the same settings reuses it; ``--only-shards``
 runs some shards now (the rest in another session or on another machine with the same run dir),
-and for LFT evaluates the users done so far against WL. Published
-NDCG@20 (LFT's notebooks) is printed beside ours.
+and for LFT evaluates the users done so far against WL (``lft_partial``): an earlier partial
+evaluation in ``--out`` of other shards (another session whose shard files are not here) is kept
+under ``per_run`` and combined with this one by user counts (exact: every mean is over users);
+an earlier one of shards evaluated again now is dropped. Published NDCG@20 (LFT's notebooks) is printed
+beside ours.
+
+Every entry this script computes records its ``command`` (this invocation), the non-sharded ones
+their ``valid_curve`` (validation mean per validated epoch), the LFT partial its ``machine``
+(``--machine``, default the cores and vector extension found and the date). ``NOTES`` hold remarks
+on recorded runs; each is written into its method's entry while that entry is the run it describes
+(same ``train_seconds``), so a rerun drops it. ``--annotate-only`` writes them into ``--out``
+without running anything. Every key the script writes is declared in ``WRITES``
+(``benchmarks/check_results_keys.py`` checks the results file against it).
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _provenance
 
 PUBLISHED = {  # NDCG@20: overall, then low -> high mainstream (algorithms.md B-8..B-12)
     "vae": (0.3153, [0.2056, 0.2666, 0.2915, 0.3563, 0.4566]),
@@ -34,6 +46,36 @@ PUBLISHED = {  # NDCG@20: overall, then low -> high mainstream (algorithms.md B-
     "lft": (0.3372, [0.2548, 0.2882, 0.3055, 0.3671, 0.4706]),
     "enlft": (0.3328, [0.2537, 0.2836, 0.3023, 0.3622, 0.4625]),
 }
+# Remarks on recorded runs: written into the method's entry while it is that run (its train_seconds)
+NOTES = {
+    "loca": {"train_seconds": 9334.366, "fields": {
+        "note": "train_seconds includes about 1610 s during which the run was paused (kill -STOP) for other "
+                "measurements, and about 15 min of running beside the test suite; 2 CPU cores, 2026-11-30",
+        "paused_seconds": 1610}},
+    "tall_train_slice": {"train_seconds": 4437.166, "fields": {
+        "note": "2 CPU cores, nothing else running, 2026-11-30; run from a clone with --run-dir outputs/repro. "
+                "Validation mean (P/R/NDCG@1,5,10,20, slice gate) rose to 0.1483 at epoch 40 and 0.1500 at epoch 42 "
+                "(best); with the adaptive weights on from epoch 41 the weighted training loss went from 803 to "
+                "1,350-1,980 and validation fell to 0.142-0.146; early stop at epoch 57 (patience 15)."}},
+}
+# fields of a partial LFT evaluation that must agree for two sessions' evaluations to be combined
+PARTIAL_SAME = ("method", "start", "of_users", "n_shards", "protocol", "split_seed", "metric")
+PARTIAL_RUN = ("users", "group_sizes", "shard_seconds", "shards_done", "command", "machine")
+COMBINED = "means combined by user counts (exact: every mean is over users)"
+
+# Every key this script writes (checked by benchmarks/check_results_keys.py): a set names leaf keys,
+# a dict maps key patterns to what lies below them, None = not checked further.
+SCORES = {"ndcg@20", "groups"}
+ENTRY = ({"method", "model", "seed", "config", "protocol", "split_seed", "split_params", "recall_denominator",
+          "metric_definitions", "test", "valid", "groups", "group_sizes", "overall_ndcg@20",
+          "gate_uses_validation_labels", "epochs", "best_epoch", "train_seconds", "device", "per_user",
+          "files", "shards", "command", "valid_curve"}
+         | {k for n in NOTES.values() for k in n["fields"]})
+COMPARED = {"lft*": SCORES, "vae": SCORES, "wl": SCORES}  # the LFT method's and its start's scores, by name
+PARTIAL = {**{k: None for k in PARTIAL_SAME + PARTIAL_RUN + ("full_run_seconds_estimate",)},
+           "per_run": {"*": {**{k: None for k in PARTIAL_RUN}, **COMPARED}}, **COMPARED}
+WRITES = {"dataset": None, "protocol": None, "settings_file": None, "published_ndcg20": None,
+          "wall_seconds_this_run": None, "results": {"*_partial": PARTIAL, "*": ENTRY}}
 
 
 def main() -> None:
@@ -47,7 +89,24 @@ def main() -> None:
     ap.add_argument("--only-shards", default=None,
                     help="comma list of shard numbers to run now (e.g. 0,1); the method is assembled once all "
                          "its shards are done. For LFT the finished users are compared with WL (lft_partial)")
+    ap.add_argument("--machine", default=None,
+                    help="the machine, for lft_partial (default: cores and vector extension found, and the date)")
+    ap.add_argument("--annotate-only", action="store_true",
+                    help="write NOTES into the entries of --out they describe; run nothing")
     args = ap.parse_args()
+    from _provenance import invocation, machine_line
+
+    out = Path(args.out)
+    if args.annotate_only:
+        from recsys.io import write_json
+
+        doc = json.loads(out.read_text())
+        doc["results"] = _annotate(doc["results"])
+        write_json(out, doc)
+        print(f"notes written into {out}: {sorted(n for n in NOTES if _describes(doc['results'], n))}")
+        return
+    command = invocation()
+    machine = args.machine or f"{machine_line()}, {time.strftime('%Y-%m-%d')}"
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # per-epoch progress
@@ -56,7 +115,6 @@ def main() -> None:
 
     settings = lc.select_methods(lc.load_settings("ml-1m", {"shards": args.shards}), args.methods)
     run = Path(args.run_dir)
-    out = Path(args.out)
     done = json.loads(out.read_text()) if out.exists() else {}
     split_dir = run / "split"
     if (split_dir / "split.json").exists():
@@ -73,7 +131,8 @@ def main() -> None:
     else:
         base = lc.train_base(split_path, settings, base_models)
     results = dict(done.get("results", {}))
-    results.update(base["results"])
+    for name, r in base["results"].items():  # trained now: this invocation wrote them
+        results[name] = {**r, "command": command, **_curve(base["models"].get(name))}
     _save(out, results, settings, t0)
     tasks = lc.plan(settings, _n_users(split_path))
     only = None if args.only_shards is None else {int(x) for x in lc.comma_list(args.only_shards)}
@@ -89,17 +148,100 @@ def main() -> None:
             print(f"{name}: {len(outs)} of {len(mine)} shards done; run the others (--only-shards) to assemble it",
                   flush=True)
             if settings["methods"][name]["model"] == "lft" and outs:
-                results[name + "_partial"] = lc.evaluate_lft_partial(split_path, base, name, outs, settings)
+                now = lc.evaluate_lft_partial(split_path, base, name, outs, settings)
+                results[name + "_partial"] = combine_partial(results.get(name + "_partial"), now, command, machine)
                 _save(out, results, settings, t0)
                 print(json.dumps(results[name + "_partial"], indent=1), flush=True)
             continue
         results.pop(name + "_partial", None)
-        results[name] = lc.assemble(split_path, base, name, outs, settings, run / "models")
+        results[name] = {**lc.assemble(split_path, base, name, outs, settings, run / "models"), "command": command}
+        if not lc.is_sharded(settings["methods"][name]):
+            results[name].update(_curve(outs[0]["path"]))
         _save(out, results, settings, t0)
         print(_row(name, results[name]), flush=True)
     for name in results:
         if not name.endswith("_partial"):
             print(_row(name, results[name]))
+
+
+def _curve(model_path) -> dict:
+    """``{"valid_curve": {epoch: validation mean}}`` from a saved model's training history (4
+    decimals; the mean the loop selects on), or {} when it has none."""
+    if model_path is None:
+        return {}
+    from recsys.models.base import Model
+
+    history = getattr(Model.load(model_path, device="cpu"), "history_", None) or []
+    curve = {str(h["epoch"]): round(float(h["valid"]), 4) for h in history
+             if "epoch" in h and isinstance(h.get("valid"), (int, float))}
+    return {"valid_curve": curve} if curve else {}
+
+
+def _describes(results: dict, name: str) -> bool:
+    return name in results and results[name].get("train_seconds") == NOTES[name]["train_seconds"]
+
+
+def _annotate(results: dict) -> dict:
+    """`results` with each of ``NOTES`` written into the entry of the run it describes."""
+    return {name: ({**r, **NOTES[name]["fields"]} if name in NOTES and _describes(results, name) else r)
+            for name, r in results.items()}
+
+
+def _shards_of(label: str, run: dict) -> set[int]:
+    if run.get("shards_done") is not None:
+        return {int(s) for s in run["shards_done"]}
+    return {int(s) for s in label.split(" ", 1)[1].split(",")}  # "shards 1,2" (entries written before shards_done)
+
+
+def _label(shards) -> str:
+    return "shards " + ",".join(str(s) for s in sorted(shards))
+
+
+def combine_partial(earlier: dict | None, now: dict, command: str, machine: str) -> dict:
+    """The LFT partial evaluation of this session (`now`, from ``evaluate_lft_partial``) merged with
+    an `earlier` one from ``--out``: earlier sessions' evaluations of other shards (whose shard
+    files are not in this run dir) are kept and combined with this one by user counts (overall)
+    and group sizes (per group), which is exact since every mean is over users; earlier ones of
+    shards evaluated again now are dropped; an earlier evaluation with other settings is replaced."""
+    models = (now["method"], now["start"])
+    run = {k: now[k] for k in ("users", "group_sizes", "shard_seconds", "shards_done", *models)}
+    run.update(command=command, machine=machine)
+    mine = set(run["shards_done"])
+    runs = {}
+    if earlier and all(earlier.get(k) == now[k] for k in PARTIAL_SAME):
+        before = earlier.get("per_run") or {_label(earlier["shards_done"]): earlier}
+        for label, r in before.items():
+            theirs = _shards_of(label, r)
+            if theirs <= mine:
+                continue  # evaluated again now
+            if theirs & mine:
+                sys.exit(f"{now['method']}: shards {sorted(theirs & mine)} are in this evaluation and in the earlier "
+                         f"'{label}' of {sorted(theirs)}; evaluate those shards together in one run dir")
+            runs[label] = {k: r[k] for k in (*PARTIAL_RUN, *models) if k in r}
+    elif earlier:
+        print(f"{now['method']}_partial: the earlier evaluation has other settings; replaced", flush=True)
+    runs[_label(mine)] = run
+    runs = dict(sorted(runs.items(), key=lambda kv: min(_shards_of(*kv))))
+    out = {k: now[k] for k in PARTIAL_SAME}
+    if len(runs) == 1:
+        return {**out, **{k: v for k, v in run.items()},
+                "full_run_seconds_estimate": now["full_run_seconds_estimate"]}
+    parts = list(runs.values())
+    users = sum(r["users"] for r in parts)
+    groups = list(dict.fromkeys(g for r in parts for g in r["group_sizes"]))
+    sizes = {g: sum(r["group_sizes"].get(g, 0) for r in parts) for g in groups}
+    for m in models:
+        out[m] = {"ndcg@20": sum(r["users"] * r[m]["ndcg@20"] for r in parts) / users,
+                  "groups": {g: sum(r["group_sizes"].get(g, 0) * r[m]["groups"][g] for r in parts
+                                    if g in r[m]["groups"]) / sizes[g] for g in groups if sizes[g]}}
+    seconds = [s for r in parts for s in r["shard_seconds"]]
+    out.update(users=users, group_sizes=sizes, shard_seconds=seconds,
+               shards_done=sorted(s for label, r in runs.items() for s in _shards_of(label, r)),
+               full_run_seconds_estimate=round(sum(seconds) * out["of_users"] / users, 0),
+               command="; then ".join(r.get("command") or label for label, r in runs.items()) + "; " + COMBINED,
+               machine="; ".join(dict.fromkeys(r["machine"] for r in parts if r.get("machine"))) or machine,
+               per_run=runs)
+    return out
 
 
 def _task(lc, split_path, base: dict, task: dict, settings: dict, shard_dir: Path) -> dict:
@@ -160,7 +302,7 @@ def _save(out: Path, results: dict, settings: dict, t0: float) -> None:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, {"dataset": "ml-1m", "protocol": "random_split", "settings_file": "params/tall_ml-1m.yaml",
-                     "published_ndcg20": PUBLISHED, "results": results,
+                     "published_ndcg20": PUBLISHED, "results": _annotate(results),
                      "wall_seconds_this_run": round(time.perf_counter() - t0, 1)})
 
 

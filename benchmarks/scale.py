@@ -11,7 +11,13 @@
 4. closed-form EASE in float32 on the training users (one I x I inverse on the CPU).
 
 Each stage runs in its own subprocess (its peak RSS is its own, ``ru_maxrss``), one after another,
-with the torch threads of the machine. Results: ``benchmarks/results/scale_<shape>.json``.
+with the torch threads of the machine. Results: ``benchmarks/results/scale_<shape>.json`` (a run of
+some stages keeps the other stages' last measurements). ``--before SRC`` runs each stage a second
+time, just before its own run, with the library of another checkout (``PYTHONPATH=SRC``) on the same
+files, and records its seconds and peak RSS inside the stage's entry under ``--before-label`` (with
+that checkout's commit, ``--before-note`` and the ``command``); the later stages read what this
+checkout wrote. Every key written is declared in ``WRITES`` (checked by
+``benchmarks/check_results_keys.py``).
 """
 
 from __future__ import annotations
@@ -34,6 +40,16 @@ SHAPES = {  # after Liang et al. 2018's preprocessing (ratings >= 3.5 / 4, users
     "msd": {"n_users": 571_355, "n_items": 41_140, "n_interactions": 33_633_450, "heldout": 50_000},
     "tiny": {"n_users": 3_000, "n_items": 500, "n_interactions": 60_000, "heldout": 300},  # a smoke run
 }
+
+
+# Every key this script writes (checked by benchmarks/check_results_keys.py): a set names leaf keys,
+# a dict maps key patterns to what lies below them, None = not checked further.
+STAGE = {"rows", "users", "items", "generate_seconds", "seconds", "bytes", "path", "n_users", "n_items",
+         "n_interactions", "split", "train_users", "loss", "scores_shape", "peak_rss_gib", "wall_seconds",
+         "failed", "stderr"}
+BEFORE = {"seconds", "peak_rss_gib", "commit", "note", "command"}
+WRITES = {"what": None, "shape": None, "target": None, "machine": None, "torch": None,
+          "stages": {"*": {**dict.fromkeys(STAGE), "before*": BEFORE}}}
 
 
 def _peak_gib() -> float:
@@ -107,7 +123,12 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/recsys_scale")
     ap.add_argument("--stages", default=",".join(STAGES))
     ap.add_argument("--stage", default=None, help=argparse.SUPPRESS)  # child: run one stage, print JSON
+    ap.add_argument("--before", default=None, help="a checkout whose library each stage also runs with, just before")
+    ap.add_argument("--before-label", default="before", help="its entry inside the stage's (before...)")
+    ap.add_argument("--before-note", default=None, help="a remark recorded with it")
     args = ap.parse_args()
+    if not args.before_label.startswith("before"):
+        sys.exit(f"--before-label {args.before_label!r}: must start with 'before'")
     from recsys.io import write_json
 
     work = Path(args.work)
@@ -127,6 +148,10 @@ def main() -> None:
     if out_path.exists():  # a run of some stages keeps the other stages' last measurements
         record["stages"] = json.loads(out_path.read_text()).get("stages", {})
     for name in args.stages.split(","):
+        # the other checkout first, so that the files the later stages read are this checkout's
+        before = _run_before(args, work, name) if args.before else None
+        if before is not None:
+            print(f"{name} ({args.before_label}): {before}", flush=True)
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, __file__, "--shape", args.shape, "--work", str(work), "--stage", name],
                               capture_output=True, text=True)
@@ -139,7 +164,28 @@ def main() -> None:
         result["wall_seconds"] = time.perf_counter() - t0
         record["stages"][name] = result
         print(f"{name}: {result['seconds']:.1f} s, peak RSS {result['peak_rss_gib']:.2f} GiB  {result}", flush=True)
+        if before is not None:
+            result[args.before_label] = before
         write_json(out_path, record, indent=1)
+
+
+def _run_before(args, work: Path, name: str) -> dict:
+    """Stage `name` again with the library of ``--before`` on the same files: seconds, peak RSS."""
+    env = {**os.environ, "PYTHONPATH": args.before + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, __file__, "--shape", args.shape, "--work", str(work), "--stage", name],
+                          capture_output=True, text=True, env=env)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        sys.exit(f"{name} with {args.before}: failed ({proc.returncode})\n{proc.stderr[-2000:]}")
+    r = json.loads(lines[-1][7:])
+    git = subprocess.run(["git", "-C", args.before, "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True)
+    commit = git.stdout.strip() if git.returncode == 0 else None
+    note = args.before_note or f"the library of {args.before}, run just before this entry's own run on the same file"
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _provenance import invocation
+
+    return {"seconds": r["seconds"], "peak_rss_gib": r["peak_rss_gib"], "commit": commit, "note": note,
+            "command": invocation()}
 
 
 if __name__ == "__main__":
