@@ -46,7 +46,18 @@ def _entries(run_dir: Path, stage, metrics, reference, methods):
     return out, run
 
 
-def _row(claim: str, metric: str, table: dict, method: str, run, unit: str) -> dict:
+def verdict(row: dict) -> str:
+    """What the test says about the claim: a "higher" / "lower" claim is supported by a significant
+    difference in its direction; a "parity" claim is contradicted by any significant difference."""
+    if row["expects"] == "parity":
+        return "contradicted (significant difference)" if row["significant"] else "consistent (no significant difference)"
+    if not row["significant"]:
+        return "not supported (no significant difference)"
+    right = (row["diff"] > 0) == (row["expects"] == "higher")
+    return "supported" if right else "contradicted (significant, other direction)"
+
+
+def _row(claim: str, metric: str, table: dict, method: str, run, unit: str, expects: str = "higher") -> dict:
     e = table[method]
     vs = e["vs"] or {}
     ref = table[vs.get("reference")] if vs else {}
@@ -55,7 +66,7 @@ def _row(claim: str, metric: str, table: dict, method: str, run, unit: str) -> d
             "mean": e["mean"], "ci": e["ci"], "ci_over": e["ci_over"], "reference_mean": ref.get("mean"),
             "reference_ci": ref.get("ci"), "diff": vs.get("diff"), "relative": vs.get("relative"),
             "n_users": vs.get("n_users"), "n_seeds": vs.get("n_seeds"), "p_holm": ps,
-            "significant": bool(vs.get("significant")), "unit": unit, "run": str(run.folder),
+            "significant": bool(vs.get("significant")), "expects": expects, "unit": unit, "run": str(run.folder),
             "split_sha256": run.split_sha256, "dataset": run.dataset}
 
 
@@ -78,8 +89,8 @@ def tail_claim(runs_dir: Path) -> list[dict]:
     out, run = _entries(runs_dir / "tail_ml-1m", STAGE, [cov, ndcg], "ease", {"posit"})
     return [_row("POSIT raises Coverage@100 over EASE (ML-1M)", "coverage@100", out["metrics"]["coverage@100"],
                  "posit", run, "training seed (paired t over seeds; coverage has no per-user value)"),
-            _row("... at NDCG@100 parity (ML-1M)", "ndcg@100", out["metrics"]["ndcg@100"], "posit", run,
-                 "test user (seed-averaged) and training seed")]
+            _row("POSIT keeps EASE's NDCG@100 (ML-1M)", "ndcg@100", out["metrics"]["ndcg@100"], "posit", run,
+                 "test user (seed-averaged) and training seed", expects="parity")]
 
 
 def bam_claim(runs_dir: Path) -> list[dict]:
@@ -121,7 +132,8 @@ def melo_claim() -> list[dict]:
                          "n_seeds": len(entry.get("seeds") or []),
                          "p_holm": {"p_wilcoxon_holm": melo["p_wilcoxon_holm"],
                                     "p_randomization_holm": melo["p_randomization_holm"]},
-                         "significant": bool(melo["significant"]), "unit": doc["unit"], "run": str(path.name),
+                         "significant": bool(melo["significant"]), "expects": "lower", "unit": doc["unit"],
+                         "run": str(path.name),
                          "dataset": dataset})
     return rows
 
@@ -139,6 +151,8 @@ def main() -> None:
             pending.append({"run": name, "why": f"{runs_dir / name}/evidence.json does not exist yet "
                                                 f"(benchmarks/claims_runs.sh has not finished it)"})
     claims += melo_claim()
+    for c in claims:
+        c["verdict"] = verdict(c)
     from recsys.io import write_json
 
     write_json(RESULT, {"alpha": 0.05, "resamples": RESAMPLES, "command": "python benchmarks/claims.py",
@@ -146,8 +160,7 @@ def main() -> None:
                         "significant_means": "every applicable Holm-adjusted p below alpha",
                         "claims": claims, "pending": pending})
     for c in claims:
-        verdict = "significant" if c["significant"] else "not significant"
-        print(f"{c['claim']}: {c['mean']:.4f} vs {c['reference_mean']:.4f} ({verdict})")
+        print(f"{c['claim']}: {c['mean']:.4f} vs {c['reference_mean']:.4f} ({c['verdict']})")
     for p in pending:
         print(f"pending: {p['run']}")
     print(f"wrote {RESULT}")

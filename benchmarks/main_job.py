@@ -41,6 +41,8 @@ def main() -> None:
             sys.exit(f"the main job failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
         results = json.loads((out / "results.json").read_text())
         evidence = json.loads((out / "evidence.json").read_text())
+        disk = {p.name: sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+                for p in out.iterdir()}
     from recsys.pipeline.local import group_table
 
     write_json(RESULT, {
@@ -49,8 +51,10 @@ def main() -> None:
         "wall_seconds": round(wall, 1), "cpu_cores": os.cpu_count(),
         "load_average_before": [round(v, 2) for v in load_before],
         "load_average_after": [round(v, 2) for v in load_after],
-        "rows": group_table({k: v for k, v in results.items()}),
-        "seeds": {k: v.get("seed") for k, v in results.items()},
+        "rows": group_table({k: v for k, v in results.items() if k != "provenance"}),
+        "seeds": {k: v.get("seed") for k, v in results.items() if k != "provenance"},
+        "provenance": results.get("provenance"),
+        "run_folder_bytes": sum(disk.values()), "run_folder_bytes_by_entry": disk,
         "evidence": evidence["evidence"], "split_sha256": evidence["split_sha256"],
         "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })

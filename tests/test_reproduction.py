@@ -415,13 +415,14 @@ def test_tall_gate_ablation_adaptive_weights_cost_accuracy_with_either_gate():
 
 
 def test_tall_gate_ablation_label_free_without_weights_above_vae():
-    """"without them the label-free TALL is above the VAE (0.1149 against 0.1095, low 0.0921 against
-    0.0846)": the VAE is the main job's (main_job.json)."""
+    """"without them the label-free TALL is above the VAE overall (0.1149 against the main job's
+    three-seed mean 0.1101) and level with it in the low group (0.0921 against 0.0927)": the VAE is
+    the main job's (main_job.json); "level" = within 0.001."""
     slice_ = results("tall_gate_ablation_amazon-digital-music.json")["results"]["tall_train_slice_no_adaptive"]
     vae = {r["method"]: r for r in results_if_written("main_job.json")["rows"]}["vae"]
     assert shown(slice_["overall_ndcg@20"], 0.1149, 4) and shown(slice_["groups"]["low"], 0.0921, 4)
-    assert shown(vae["ndcg@20"], 0.1095, 4) and shown(vae["low"], 0.0846, 4), vae
-    assert slice_["overall_ndcg@20"] > vae["ndcg@20"] and slice_["groups"]["low"] > vae["low"]
+    assert shown(vae["ndcg@20"], 0.1101, 4) and shown(vae["low"], 0.0927, 4), vae
+    assert slice_["overall_ndcg@20"] > vae["ndcg@20"] and abs(slice_["groups"]["low"] - vae["low"]) < 0.001
 
 
 # ---- POSIT and its baselines on ML-1M (algorithms.md D-1, D-3) -------------------------------------
