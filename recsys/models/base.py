@@ -197,8 +197,9 @@ class Model:
         raise NotImplementedError
 
     def evaluate_split(self, split, stage: str, *, ks: Iterable[int], metrics: Iterable[str],
-                       recall_denominator: str = "n") -> RankingResult:
-        """Ranking metrics on one evaluation stage ("valid" / "test") of `split`."""
+                       recall_denominator: str = "n", keep_topk: bool = False) -> RankingResult:
+        """Ranking metrics on one evaluation stage ("valid" / "test") of `split`; `keep_topk` keeps
+        each user's top-max(ks) items (for coverage and the other beyond-accuracy metrics)."""
         raise NotImplementedError
 
     def exports(self, split) -> dict[str, np.ndarray]:
@@ -366,9 +367,10 @@ class ItemScorer(Model):
         return self.fit(split["train"], valid if self.takes_validation else None)
 
     def evaluate_split(self, split, stage: str, *, ks: Iterable[int], metrics: Iterable[str],
-                       recall_denominator: str = "n") -> RankingResult:
+                       recall_denominator: str = "n", keep_topk: bool = False) -> RankingResult:
         inputs, target = stage_matrices(split, split.meta["evaluation"][stage])
-        return self.evaluate(inputs, target, recall_denominator=recall_denominator, ks=ks, metrics=metrics)
+        return self.evaluate(inputs, target, recall_denominator=recall_denominator, ks=ks, metrics=metrics,
+                             keep_topk=keep_topk)
 
     # ---- evaluation -------------------------------------------------------------------------
     def _mask_inputs(self) -> bool:
@@ -443,9 +445,10 @@ class UserScorer(Model):
         return self.fit(split["train"], split["valid"] if validate and self.takes_validation else None)
 
     def evaluate_split(self, split, stage: str, *, ks: Iterable[int], metrics: Iterable[str],
-                       recall_denominator: str = "n") -> RankingResult:
+                       recall_denominator: str = "n", keep_topk: bool = False) -> RankingResult:
         target = split[split.meta["evaluation"][stage]["target"]]
-        return self.evaluate_users(target, ks=ks, metrics=metrics, recall_denominator=recall_denominator)
+        return self.evaluate_users(target, ks=ks, metrics=metrics, recall_denominator=recall_denominator,
+                                   keep_topk=keep_topk)
 
     # ---- evaluation -------------------------------------------------------------------------
     def _users(self, users) -> np.ndarray:
@@ -493,8 +496,8 @@ class SequenceScorer(Model):
         return self.fit(split)
 
     def evaluate_split(self, split, stage: str, *, ks: Iterable[int], metrics: Iterable[str],
-                       recall_denominator: str = "n") -> RankingResult:
-        return self.evaluate(split, stage, ks=ks, metrics=metrics)
+                       recall_denominator: str = "n", keep_topk: bool = False) -> RankingResult:
+        return self.evaluate(split, stage, ks=ks, metrics=metrics, keep_topk=keep_topk)
 
     def item_embeddings(self) -> np.ndarray:
         raise NotImplementedError
@@ -525,13 +528,13 @@ class TaskRater(Model):
         raise NotImplementedError
 
     def evaluate_split(self, split, stage: str, *, ks: Iterable[int] = (), metrics: Iterable[str] = (),
-                       recall_denominator: str | None = None) -> dict[str, Any]:
+                       recall_denominator: str | None = None, keep_topk: bool = False) -> dict[str, Any]:
         """RMSE / MAE of the stage's tasks; a ranking request (`ks`, `metrics`) is a ConfigError:
         a rater ranks nothing."""
         raise NotImplementedError
 
-    def _refuse_ranking(self, ks, metrics) -> None:
-        if tuple(ks or ()) or tuple(metrics or ()):
+    def _refuse_ranking(self, ks, metrics, keep_topk: bool = False) -> None:
+        if tuple(ks or ()) or tuple(metrics or ()) or keep_topk:
             raise ConfigError(f"{self.name} predicts ratings: evaluate_split gives RMSE / MAE, not ranking metrics "
                               f"(ks={tuple(ks or ())}, metrics={tuple(metrics or ())})")
 

@@ -32,7 +32,7 @@ from recsys.pipeline.catalog import BAM_BASELINES, BAM_MODELS, BAM_SELECTIONS
 from recsys.pipeline.report import write_task_result
 from recsys.pipeline.preprocess import figure_png
 from recsys.pipeline.settings import comma_list
-from recsys.pipeline.evidence import Metric, method_of, save_per_user
+from recsys.pipeline.evidence import Metric, beyond_metrics, method_of, save_per_user
 from recsys.pipeline.catalog import STAGE_REFERENCES
 from recsys.pipeline.stage import Stage, Task, parse_seeds
 
@@ -140,8 +140,10 @@ def run_baselines(split_path, settings: Mapping[str, Any], *, device: str | None
         model = build(name, **config)
         model.fit_split(split)
         # with one held-out item per user, recall@k (denominator n = 1) is HR@k
-        res = model.evaluate_split(split, "test", ks=KS, metrics=("recall", "ndcg"), recall_denominator="n")
-        out[name] = {"model": name, "config": model.config.to_dict(), "test": res.mean(),
+        res = model.evaluate_split(split, "test", ks=KS, metrics=("recall", "ndcg"), recall_denominator="n",
+                                   keep_topk=True)
+        out[name] = {"model": name, "config": model.config.to_dict(),
+                     "test": {**res.mean(), **beyond_metrics(res, split["train"], KS)},
                      "train_seconds": time.perf_counter() - start, "protocol": _protocol(split),
                      "per_user": None if out_dir is None else save_per_user(
                          out_dir, res.users, res.per_user, name=f"{name}.per_user.npz")}
@@ -170,8 +172,9 @@ def run_task(split_path, key: str, spec: Mapping[str, Any], out_dir, *, device: 
     seconds = time.perf_counter() - start
     t = time.perf_counter()
     hz = model.config.history_zero_upstream
-    evaluated = {rule: model.evaluate(split, "test", ks=KS, history_zero=rule == "zero") for rule in ("masked", "zero")}
-    by_rule = {rule: res.mean() for rule, res in evaluated.items()}
+    evaluated = {rule: model.evaluate(split, "test", ks=KS, history_zero=rule == "zero", keep_topk=True)
+                 for rule in ("masked", "zero")}
+    by_rule = {rule: {**res.mean(), **beyond_metrics(res, split["train"], KS)} for rule, res in evaluated.items()}
     chosen = evaluated["zero" if hz else "masked"]
     eval_seconds = time.perf_counter() - t
     result = {

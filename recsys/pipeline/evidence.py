@@ -154,6 +154,19 @@ def read_run_arrays(path, sha256: str | None = None) -> dict[tuple[str, int | No
     return out
 
 
+def beyond_metrics(result, train, ks) -> dict[str, float]:
+    """The beyond-accuracy metrics (:mod:`recsys.metrics.beyond`) of a ranking result kept with its
+    top-k, at the stage's cut-offs; catalogue coverage is ``catalog_coverage@k`` (the tail stage's
+    ``coverage@k`` counts distinct items per block of users)."""
+    from recsys.metrics.beyond import beyond_accuracy
+
+    if result.topk is None or not len(result.users):
+        return {}
+    ks = [k for k in ks if k <= result.topk.shape[1]]
+    out = beyond_accuracy(result.topk, train, ks=ks)
+    return {(f"catalog_{k}" if k.startswith("coverage@") else k): float(v) for k, v in out.items()}
+
+
 # ---- intervals and tests ----------------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -368,7 +368,9 @@ def evaluate_method(model, split, groups: np.ndarray, name: str, method: Mapping
     from recsys.metrics.groups import GROUP_NAMES
     from recsys.pipeline.evidence import save_per_user
 
-    res = model.evaluate_users(split["test"], ks=REPORT_KS, metrics=REPORT_METRICS)
+    from recsys.pipeline.evidence import beyond_metrics
+
+    res = model.evaluate_users(split["test"], ks=REPORT_KS, metrics=REPORT_METRICS, keep_topk=True)
     valid = model.evaluate_users(split["valid"], ks=REPORT_KS, metrics=REPORT_METRICS)
     means = _group_means(res, groups)
     cfg = model.config.to_dict()
@@ -383,7 +385,7 @@ def evaluate_method(model, split, groups: np.ndarray, name: str, method: Mapping
         "split_params": split.params,
         "recall_denominator": "n",
         "metric_definitions": res.definitions(),
-        "test": res.mean(),
+        "test": {**res.mean(), **beyond_metrics(res, split["train"], (10, 20))},
         "valid": valid.mean(),
         "groups": means["groups"],
         "group_sizes": means["group_sizes"],

@@ -23,7 +23,7 @@ from recsys.io import sha256_file
 from recsys.pipeline.preprocess import default_output_root, figure_png
 from recsys.pipeline.checkpoints import task_checkpoints
 from recsys.pipeline.settings import check_dataset, comma_list, merged_settings, stage_params_file
-from recsys.pipeline.evidence import save_per_user
+from recsys.pipeline.evidence import beyond_metrics, save_per_user
 from recsys.pipeline.catalog import STAGE_REFERENCES
 from recsys.pipeline.stage import Stage, Task, parse_seeds
 
@@ -114,10 +114,12 @@ def train_and_evaluate(split_path: str | os.PathLike, model_name: str, config: M
     for stage in ("valid", "test"):
         if stage in stages:
             res = model.evaluate_split(split, stage, ks=report["ks"], metrics=report["metrics"],
-                                       recall_denominator=denominator)
+                                       recall_denominator=denominator, keep_topk=stage == "test")
             results[stage] = res.summary()
             if stage == "test":
                 per_user = save_per_user(out, res.users, res.per_user)
+                # beyond accuracy from the same top-k: coverage, exposure, popularity, novelty
+                results[stage]["mean"].update(beyond_metrics(res, split["train"], report["ks"]))
 
     files = {"model": model.save(out / "model.pt")}
     for name, array in model.exports(split).items():

@@ -33,7 +33,7 @@ from recsys.pipeline.checkpoints import task_checkpoints
 from recsys.training.memory import Heartbeat, MemoryLedger, last_heartbeat
 from recsys.pipeline.settings import comma_list
 from recsys.pipeline.preprocess import figure_png
-from recsys.pipeline.evidence import Metric, save_per_user
+from recsys.pipeline.evidence import Metric, beyond_metrics, save_per_user
 from recsys.pipeline.catalog import STAGE_REFERENCES
 from recsys.pipeline.stage import Stage, Task, parse_seeds
 
@@ -50,6 +50,8 @@ DEFINITIONS = {
     "coverage@k": f"distinct items in the union of the top-k lists of each block of {COVERAGE_BLOCK} test users "
                   f"(in split order), mean over full blocks",
     "ranking": "fold-in items are excluded from every top-k",
+    "beyond": "catalog_coverage@k, gini@k, entropy@k, arp@k, aplt@k, novelty@k of the test users' top-k lists, "
+              "popularity from the training users (recsys/metrics/beyond.py; docs/metrics.md, Beyond accuracy)",
 }
 _KEYS = {"protocol", "threshold", "dataset", "params", "seeds", "device", "learner", "methods", "reference"}
 # what the table tests against the reference (EASE, as in POSIT's paper): accuracy per user,
@@ -123,6 +125,7 @@ def test_metrics(model, split, per_user: dict | None = None) -> dict[str, float]
     block = min(COVERAGE_BLOCK, len(result.users))
     for k in ks:
         out[f"coverage@{k}"] = coverage_at_k(result.topk, k, block) if block else float("nan")
+    out.update(beyond_metrics(result, split["train"], ks))
     out["n_test_users"] = int(len(result.users))
     out["coverage_block"] = int(block)
     if per_user is not None:

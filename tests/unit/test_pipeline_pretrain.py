@@ -87,7 +87,9 @@ def test_sequential_protocol_trains_bert4rec_and_draws_its_curve(tmp_path):
     section = pt.protocol_settings(TINY, "leave_one_out", None)
     results = {name: pt.train_and_evaluate(split, name, cfg, tmp_path / name) for name, cfg in section["models"].items()}
     b = results["bert4rec"]
-    assert set(b["test"]) == {"hit@10", "hit@20", "ndcg@10", "ndcg@20"} and b["recall_denominator"] == "n"
+    beyond = {f"{m}@{k}" for m in ("catalog_coverage", "gini", "entropy", "arp", "aplt", "novelty") for k in (10, 20)}
+    assert set(b["test"]) == {"hit@10", "hit@20", "ndcg@10", "ndcg@20"} | beyond and b["recall_denominator"] == "n"
+    assert 0 < b["test"]["catalog_coverage@20"] <= 1 and 0 <= b["test"]["gini@20"] < 1  # from the same top-k
     assert b["epochs"] == 2 and 1 <= b["best_epoch"] <= 2  # epochs are numbered from 1 for every model
     assert np.load(b["files"]["item_embeddings"]["path"]).shape == (60, 16)
     assert pt.curves_png(results)[:4] == b"\x89PNG"  # BERT4Rec's valid_ndcg@10 curve is drawn

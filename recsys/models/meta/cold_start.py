@@ -220,8 +220,9 @@ class ColdStartRater(TaskRater, SequenceRater):
     def fit_split(self, split, *, validate: bool = True):
         return self.fit(split, validate=validate)
 
-    def evaluate_split(self, split, stage: str, *, ks=(), metrics=(), recall_denominator=None) -> dict[str, Any]:
-        self._refuse_ranking(ks, metrics)
+    def evaluate_split(self, split, stage: str, *, ks=(), metrics=(), recall_denominator=None,
+                       keep_topk: bool = False) -> dict[str, Any]:
+        self._refuse_ranking(ks, metrics, keep_topk)
         return self.evaluate(split, stage)
 
     @staticmethod
