@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The runs behind the headline claims' tests (docs/reproduction.md, "Headline claims"), one after
-# another, each a flow run into its own folder under $CLAIMS_DIR (default /work/claims): a finished
-# run (its evidence.json exists) is skipped, so a later start continues with the next one.
+# another, each a flow run into its own folder under $CLAIMS_DIR (default /work/claims). A finished
+# run (its evidence.json exists) is skipped; an unfinished one (its run id is in <name>.runid) is
+# resumed with `resume --origin-run-id`, so its training steps go on from their epoch checkpoints
+# (flows/flow_support.py) and a later start continues where this one stopped.
 #   CLAIMS_DIR=/work/claims OMP_NUM_THREADS=1 nohup bash benchmarks/claims_runs.sh > /work/claims/log.txt 2>&1 &
 # Then: python benchmarks/claims.py (writes benchmarks/results/claims.json from the runs' evidence).
 set -u
@@ -12,13 +14,20 @@ export USERNAME=${USERNAME:-dev} RECSYS_DATA_HOME=${RECSYS_DATA_HOME:-../shared/
 run() {  # name, flow, args...
   local name=$1 flow=$2; shift 2
   if [ -f "$DIR/$name/evidence.json" ]; then echo "$name: done"; return; fi
-  rm -rf "$DIR/$name"; echo "$name: start $(date -u +%FT%TZ)"
-  local t0=$SECONDS
-  if "$PY" "flows/$flow" run --output-dir "$DIR/$name" "$@" > "$DIR/$name.log" 2>&1; then
-    echo "$name: finished in $((SECONDS - t0)) s"
+  local t0=$SECONDS status
+  if [ -s "$DIR/$name.runid" ]; then
+    local origin; origin=$(cat "$DIR/$name.runid")
+    echo "$name: resume run $origin $(date -u +%FT%TZ)"
+    "$PY" "flows/$flow" resume --origin-run-id "$origin" --run-id-file "$DIR/$name.runid.new" >> "$DIR/$name.log" 2>&1
+    status=$?
+    [ -s "$DIR/$name.runid.new" ] && mv "$DIR/$name.runid.new" "$DIR/$name.runid"
   else
-    echo "$name: FAILED after $((SECONDS - t0)) s (see $DIR/$name.log)"
+    rm -rf "$DIR/$name"; echo "$name: start $(date -u +%FT%TZ)"
+    "$PY" "flows/$flow" run --output-dir "$DIR/$name" --run-id-file "$DIR/$name.runid" "$@" > "$DIR/$name.log" 2>&1
+    status=$?
   fi
+  if [ "$status" = 0 ]; then echo "$name: finished in $((SECONDS - t0)) s"
+  else echo "$name: FAILED after $((SECONDS - t0)) s (see $DIR/$name.log)"; fi
 }
 mkdir -p "$DIR"
 # POSIT vs EASE (SGD, same learner) Coverage@100 on ML-1M: 5 seeds
