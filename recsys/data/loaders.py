@@ -146,6 +146,18 @@ def _header(src: Source, spec: _Table, label: str) -> list[str]:
     raise DataError(f"{label} is empty (file {src.label})")
 
 
+def _looks_like_data(names: list[str]) -> bool:
+    """Whether a first line reads as a data row: a field is a number, or several look like ids."""
+    def number(s: str) -> bool:
+        try:
+            float(s)
+            return True
+        except ValueError:
+            return False
+
+    return any(number(n) for n in names) or sum(any(c.isdigit() for c in n) for n in names) >= max(2, len(names) // 2)
+
+
 def _positions(src: Source, spec: _Table, label: str) -> dict[str, int]:
     """Our column name -> 0-based field position, checking header names against the file."""
     if all(isinstance(v, int) for v in spec.columns.values()):
@@ -154,7 +166,11 @@ def _positions(src: Source, spec: _Table, label: str) -> dict[str, int]:
     missing = {ours: theirs for ours, theirs in spec.columns.items() if theirs not in names}
     if missing:
         listed = ", ".join(f"{theirs!r} (for {ours!r})" for ours, theirs in missing.items())
-        raise DataError(f"{label}: missing column {listed}; columns found: {names} (file {src.label})")
+        hint = ""
+        if _looks_like_data(names):
+            hint = (f"; the first line looks like data, not a header: name the columns by 0-based position "
+                    f"(--columns user=0,item=1,rating=2,timestamp=3) to read the file without a header")
+        raise DataError(f"{label}: missing column {listed}; columns found: {names} (file {src.label}){hint}")
     return {ours: names.index(theirs) for ours, theirs in spec.columns.items()}
 
 
@@ -612,7 +628,10 @@ def _csv_spec(src: Source, columns: Mapping[str, int | str] | None, sep: str,
             raise DataError(f"csv {src.path.name}: missing column(s) "
                             f"{[c for c in (USER, ITEM) if c not in names]}; columns found: {names}. "
                             f"Name them with --columns user=<column>,item=<column> in a flow (columns={{'user': ..., "
-                            f"'item': ...}} in code) (file {src.label})")
+                            f"'item': ...}} in code) (file {src.label})"
+                            + ("; the first line looks like data, not a header: name the columns by 0-based position "
+                               "(--columns user=0,item=1,rating=2,timestamp=3) to read the file without a header"
+                               if _looks_like_data(names) else ""))
     columns = dict(columns)
     bad = sorted(set(columns) - set(_OUR_COLUMNS))
     if bad or USER not in columns or ITEM not in columns:

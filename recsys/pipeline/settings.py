@@ -49,7 +49,9 @@ def params_path(name: str) -> Path:
 
 def data_options(data_path: str | None = None, columns: str | None = None, sep: str | None = None) -> dict:
     """Loader options of a flow's ``--data-path FILE --columns user=uid,item=iid --sep ';'`` (for
-    the ``csv`` dataset): ``{"path": ..., "columns": {...}, "sep": ...}``, only what was given."""
+    the ``csv`` dataset): ``{"path": ..., "columns": {...}, "sep": ...}``, only what was given.
+    Numbers are positions (``--columns user=0,item=1,rating=2``): the file is then read without a
+    header row."""
     out: dict[str, Any] = {}
     if data_path:
         out["path"] = str(data_path)
@@ -60,7 +62,13 @@ def data_options(data_path: str | None = None, columns: str | None = None, sep: 
             if not theirs or ours.strip() not in ("user", "item", "rating", "timestamp"):
                 raise ConfigError(f"--columns {columns!r}: expected ours=theirs pairs such as "
                                   f"user=uid,item=iid,rating=stars,timestamp=ts (ours: user, item, rating, timestamp)")
-            pairs[ours.strip()] = theirs.strip()
+            theirs = theirs.strip()
+            # a number is a 0-based field position: a file without a header row (user=0,item=1)
+            pairs[ours.strip()] = int(theirs) if theirs.isdigit() else theirs
+        kinds = {isinstance(v, int) for v in pairs.values()}
+        if len(kinds) > 1:
+            raise ConfigError(f"--columns {columns!r}: give every column by header name or every one by 0-based "
+                              f"position (user=0,item=1 for a file without a header), not a mix")
         out["columns"] = pairs
     if sep:
         out["sep"] = {"\\t": "\t", "tab": "\t"}.get(sep, sep)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from recsys.errors import ConfigError
+from recsys.errors import ConfigError, DataError
 from recsys.io import sha256_dir
 from recsys.pipeline.settings import default_output_root
 
@@ -60,12 +60,39 @@ def prepare_split(
     check_request(dataset, protocol)
     ds = load_dataset(dataset, data_dir=data_dir or None, **dict(dataset_options or {}))
     df = binarize(ds.df, threshold, unknown_max=ds.unknown_rating_max)
-    split = make_split(protocol, df, **adapt_to_data(protocol_params or {}, df))
+    params = adapt_to_data(protocol_params or {}, df)
+    try:
+        split = make_split(protocol, df, **params)
+    except DataError as exc:
+        if "left 0 interactions" not in str(exc):
+            raise
+        raise DataError(emptied_message(dataset, ds.source, protocol, params, df, str(exc))) from None
     out = Path(output_dir) if output_dir else default_output_root() / "splits" / dataset / protocol
     path = split.save(out)
     stats = split_stats(split, dataset=dataset, threshold=threshold, n_rows_loaded=len(ds.df))
     print(data_summary(stats), flush=True)  # what the filters removed, before any training
     return PreparedSplit(split=split, path=Path(path), sha256=sha256_dir(path), stats=stats)
+
+
+def emptied_message(dataset: str, source, protocol: str, params: Mapping[str, Any], df, error: str) -> str:
+    """One line for an input its filters emptied: the file, the step and its setting as the user
+    sees it, what the data holds, and what to change."""
+    from recsys.data.schema import ITEM, USER
+
+    rows = len(df)
+    pairs = int(len(df[[USER, ITEM]].drop_duplicates())) if rows else 0
+    per_user = df[[USER, ITEM]].drop_duplicates().groupby(USER)[ITEM].size() if rows else None
+    most = int(per_user.max()) if per_user is not None and len(per_user) else 0
+    where = f"{dataset} ({source})" if source else dataset
+    step = error.split(" left 0 interactions")[0]
+    dup = (f" the file repeats its (user, item) pairs: {rows:,} rows are {pairs:,} distinct pairs, and duplicates "
+           f"are dropped (dedupe);" if pairs < rows else "")
+    k = params.get("k_core")
+    core = (f" k_core={k} (params.k_core in the stage's params file, or --config) keeps only users and items with "
+            f"{k}+ interactions: lower it;" if k else "")
+    return (f"{where}: nothing is left to split under {protocol} after {step}:{dup} the user with the most "
+            f"distinct items has {most}, fewer than the protocol needs per user;{core} or check that the file's "
+            f"user and item columns are the right ones")
 
 
 def load_saved_split(path: str | os.PathLike, protocol: str | None, dataset: str) -> PreparedSplit:

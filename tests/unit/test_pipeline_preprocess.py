@@ -117,3 +117,20 @@ def test_the_data_summary_says_what_each_filter_removed(capsys, tmp_path):
                                 output_dir=tmp_path / "split")
     line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("data: ")]
     assert line == [data_summary(prepared.stats)] and "k_core: " in line[0] and "removed" in line[0]
+
+
+def test_numbered_columns_read_a_file_without_a_header_row(tmp_path):
+    from recsys.data import load_dataset
+    from recsys.errors import ConfigError
+    from recsys.pipeline.settings import data_options
+
+    path = tmp_path / "noheader.tsv"
+    path.write_text("".join(f"visitor-{u:05d}\tSKU_{i:04d}\t{1 + (u + i) % 5}\n" for u in range(30) for i in range(u % 4, 20, 2)))
+    opts = data_options(str(path), "user=0,item=1,rating=2", "tab")
+    assert opts["columns"] == {"user": 0, "item": 1, "rating": 2}
+    ds = load_dataset("csv", **opts)
+    assert len(ds.df) == sum(len(range(u % 4, 20, 2)) for u in range(30)) and ds.df["user"].iloc[0] == "visitor-00000"
+    with pytest.raises(DataError, match="first line looks like data.*--columns user=0,item=1"):
+        load_dataset("csv", **data_options(str(path), "user=uid,item=sku", "tab"))
+    with pytest.raises(ConfigError, match="not a mix"):
+        data_options(str(path), "user=0,item=sku")
