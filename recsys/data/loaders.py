@@ -168,8 +168,8 @@ def _positions(src: Source, spec: _Table, label: str) -> dict[str, int]:
         listed = ", ".join(f"{theirs!r} (for {ours!r})" for ours, theirs in missing.items())
         hint = ""
         if _looks_like_data(names):
-            hint = (f"; the first line looks like data, not a header: name the columns by 0-based position "
-                    f"(--columns user=0,item=1,rating=2,timestamp=3) to read the file without a header")
+            hint = ("; the first line looks like data, not a header: name the columns by 0-based position "
+                    "(--columns user=0,item=1,rating=2,timestamp=3) to read the file without a header")
         raise DataError(f"{label}: missing column {listed}; columns found: {names} (file {src.label}){hint}")
     return {ours: names.index(theirs) for ours, theirs in spec.columns.items()}
 
