@@ -90,9 +90,10 @@ def emptied_message(dataset: str, source, protocol: str, params: Mapping[str, An
     k = params.get("k_core")
     core = (f" k_core={k} (params.k_core in the stage's params file, or --config) keeps only users and items with "
             f"{k}+ interactions: lower it;" if k else "")
-    return (f"{where}: nothing is left to split under {protocol} after {step}:{dup} the user with the most "
-            f"distinct items has {most}, fewer than the protocol needs per user;{core} or check that the file's "
-            f"user and item columns are the right ones")
+    need = (f" the user with the most distinct items has {most}, fewer than {protocol} needs per user;"
+            if step.startswith("filter_min_count") else "")
+    return (f"{where}: nothing is left to split under {protocol} after {step}:{dup}{need}{core} or check that "
+            f"the file's user and item columns are the right ones")
 
 
 def load_saved_split(path: str | os.PathLike, protocol: str | None, dataset: str) -> PreparedSplit:
