@@ -214,10 +214,12 @@ class Stage:
 
         headers, cells = self.table_with_evidence(rows, evidence)
         note = footnote(evidence)
+        if png is None:
+            png = self.plot_png(rows, results=results, evidence=evidence)
         if provenance and isinstance(results, Mapping):
             results = {**results, "provenance": dict(provenance)}
         files = publish(run_dir, title=title, intro=f"{intro} {note}".strip(), headers=headers, cells=cells,
-                        results=results, png=png if png is not None else self.plot_png(rows, results=results, evidence=evidence))
+                        results=results, png=png)
         if note:
             print(note)
         if tasks:
