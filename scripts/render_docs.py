@@ -258,8 +258,24 @@ def stage_table() -> str:
     return "\n".join(lines) + "\n"
 
 
+def leaderboard_ml1m() -> str:
+    d = _load("leaderboard_ml1m.json")
+    lines = []
+    for title, table in d["tables"].items():
+        lines += [f"| {title}: rank | method (stage:method) | mean [95% CI] | over | vs best ({table['best']}) |",
+                  "|---|---|---|---|---|"]
+        for rank, m in enumerate(table["order"], 1):
+            e = table["entries"][m]
+            lines.append(f"| {rank} | {m} | {_ci(e)} | {e['ci_over'] or '-'} | "
+                         f"{'best' if m == table['best'] else _vs(e)} |")
+        lines.append("")
+    refused = d["refused"]["message"] or "(no refusal recorded)"
+    return "\n".join(lines) + f"The same command with a run over another split: `{refused}`\n"
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
     "stage-table": stage_table,
+    "leaderboard-ml1m": leaderboard_ml1m,
     "melo-status": melo_status,
     "melo-comparison": melo_comparison,
     "main-job-time": main_job_time,

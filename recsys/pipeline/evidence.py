@@ -9,7 +9,7 @@ and paired tests every stage's table carries.
   ``results.json`` (:func:`read_run_arrays` reads it back, checksum checked): the run folder alone
   is enough for the leaderboard across runs (``flows/compare_flow.py``).
 * :func:`comparison` gives, per metric and method: the mean, a 95 % interval (over seeds where
-  there are at least 3, else bootstrap over users) and, against the stage's reference method,
+  there are at least 3 that differ, else bootstrap over users) and, against the stage's reference method,
   the paired tests over users (Wilcoxon signed-rank and sign-flip randomization on the per-user
   values averaged over seeds) and over seeds (paired t-test where both have 3 or more seeds; the
   sign-flip test cannot reach p < 0.05 with fewer than 6 seeds), each Holm-adjusted across the
@@ -277,7 +277,9 @@ def comparison(results: Mapping[Any, Mapping[str, Any]], metrics: Sequence[Metri
             values = list(per_seed.values())
             entry: dict[str, Any] = {"n_seeds": len(values), "n_users": None, "ci": None, "ci_over": None,
                                      "mean": float(np.mean(values)) if values else math.nan, "vs": None}
-            if len(values) >= MIN_SEEDS:
+            # a model that gives the same result whatever the seed (most-popular run per seed) has no
+            # spread over seeds to speak of: its interval is over the users instead
+            if len(values) >= MIN_SEEDS and np.ptp(values) > 0:
                 _, low, high = sig.seed_ci(values)
                 entry.update(ci=[low, high], ci_over="seeds")
             if users_of[method] is not None:

@@ -116,3 +116,11 @@ def test_run_arrays_gather_every_task_and_read_back_by_method_and_seed(tmp_path)
     assert same == ev.comparison(results, [Metric("ndcg@20")], "b", n_resamples=99)
     with pytest.raises(DataError, match="sha256"):
         ev.read_run_arrays(rec["path"], "0" * 64)
+
+
+def test_a_model_that_ignores_its_seed_gets_an_interval_over_users(tmp_path):
+    users = np.arange(60)
+    values = np.linspace(0.0, 0.5, 60)
+    results = {("mostpop", s): _result(tmp_path / f"p{s}", users, values, seed=s) for s in range(3)}
+    entry = ev.comparison(results, [Metric("ndcg@20")], None, n_resamples=199)["metrics"]["ndcg@20"]["mostpop"]
+    assert entry["ci_over"] == "users" and entry["ci"][0] < entry["mean"] < entry["ci"][1]
