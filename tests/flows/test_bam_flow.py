@@ -43,7 +43,8 @@ def test_bam_flow_on_tiny_csv(metaflow_env, tmp_path):
     assert results["remi/hard"]["config"]["multi_loss"] is False and results["mind/p"]["config"]["seq_len"] == 8
     for r in results.values():
         assert r["steps"] == 80 and r["protocol"]["name"] == "leave_one_out"
-        assert set(r["test"]) == {"recall@10", "recall@20", "ndcg@10", "ndcg@20"}
+        beyond = {f"{m}@{k}" for m in ("catalog_coverage", "gini", "entropy", "arp", "aplt", "novelty") for k in (10, 20)}
+        assert set(r["test"]) == {"recall@10", "recall@20", "ndcg@10", "ndcg@20"} | beyond
         assert abs(sum(r["balance"]["selected"]) - 1) < 1e-9 and Path(r["files"]["model"]["path"]).is_file()
     assert 0 < baselines["mostpop"]["test"]["recall@20"] < 1
     assert len(list(run["train"])) == 4

@@ -30,7 +30,8 @@ def test_tall_flow_on_tiny_csv(metaflow_env, tmp_path):
     results = run["end"].task["results"].data
     assert list(results) == ["vae", "wl", "loca", "lft", "enlft", "tall"]
     for name, r in results.items():
-        assert set(r["test"]) == {f"{m}@{k}" for m in ("precision", "recall", "ndcg") for k in (1, 5, 10, 20)}
+        beyond = {f"{m}@{k}" for m in ("catalog_coverage", "gini", "entropy", "arp", "aplt", "novelty") for k in (10, 20)}
+        assert set(r["test"]) == {f"{m}@{k}" for m in ("precision", "recall", "ndcg") for k in (1, 5, 10, 20)} | beyond
         assert list(r["groups"]) == ["low", "med-low", "medium", "med-high", "high"]
         assert r["protocol"] == "random_split" and r["recall_denominator"] == "n"
     assert results["tall"]["gate_uses_validation_labels"] is True
